@@ -1,0 +1,176 @@
+"""RoutingModel -> Traefik v3 file-provider dynamic configuration. Pure, no I/O.
+
+Layout: one file, `ingress-syncer.yaml`. Traefik rebuilds everything on every event whatever the
+layout, one bad file freezes the whole provider, and references across files can dangle for a moment
+while files are replaced one by one; a single file is replaced in one atomic rename, so Traefik only
+ever sees complete, self-consistent revisions. Certificates are inline PEM in that file, which makes
+it a key file (mode 0600): a renewed Secret reaches Traefik with the next rewrite, no restart needed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+import yaml
+
+from renderers.options import check_known_options, parse_bool
+from syncer.errors import RenderError
+from syncer.model import PathMatch, Route, RoutingModel, VirtualHost
+
+CONFIG_FILE = "ingress-syncer.yaml"
+GENERATION_ROUTER = "zz-generation"
+
+# Priority tiers: any exact-host router outranks any wildcard one, which outranks any host-less one;
+# the default backend (priority 1) comes last. Traefik's own default (rule length) and its random
+# tie-break would not reproduce Kubernetes precedence.
+_TIER_BASE = {0: 3_000_000, 1: 2_000_000, 2: 1_000_000}
+_DEFAULT_PRIORITY = 1
+
+_Dumper: Any = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+
+
+def go_string(value: str) -> str:
+    """A double-quoted Go string literal; anything outside printable ASCII is hex-escaped."""
+    out = ['"']
+    for char in value:
+        if char in ('"', "\\"):
+            out.append("\\" + char)
+        elif " " <= char <= "~" and char not in "{}":
+            out.append(char)
+        else:
+            out.extend(f"\\x{byte:02x}" for byte in char.encode("utf-8"))
+    out.append('"')
+    return "".join(out)
+
+
+def traefik_name(model_name: str) -> str:
+    """Model names are built from DNS labels and `/`; `__` cannot occur in them, so this stays unique."""
+    return model_name.replace("/", "__").replace("@", "_at_")
+
+
+def path_rule(route: Route) -> str:
+    if route.match is PathMatch.EXACT:
+        return f"Path({go_string(route.path)})"
+    if route.path == "/":
+        return f"PathPrefix({go_string('/')})"
+    # PathPrefix alone is a character prefix (/foo would match /foobar); Ingress Prefix is element-wise.
+    return f"(Path({go_string(route.path)}) || PathPrefix({go_string(route.path + '/')}))"
+
+
+def host_rule(vhost: VirtualHost) -> str | None:
+    return None if vhost.is_any_host else f"Host({go_string(vhost.hostname)})"
+
+
+def route_priority(vhost: VirtualHost, route: Route) -> int:
+    # Two routes of one host with equal priority have paths of equal length and equal type, so no request
+    # can match both (identical ones were deduplicated by the translator).
+    return _TIER_BASE[vhost.host_tier()] + 2 * len(route.path) + (1 if route.match is PathMatch.EXACT else 0)
+
+
+class TraefikRenderer:
+    name: ClassVar[str] = "traefik"
+    DEFAULTS: ClassVar[dict[str, str]] = {
+        "entrypoint-http": "web",
+        "entrypoint-https": "websecure",
+        "redirect-https": "false",
+    }
+
+    def __init__(self, options: Mapping[str, str], output_dir: str = "") -> None:
+        merged = check_known_options(self.name, options, self.DEFAULTS)
+        self.http_entrypoint = merged["entrypoint-http"]
+        self.https_entrypoint = merged["entrypoint-https"]
+        self.redirect_https = parse_bool(self.name, "redirect-https", merged["redirect-https"])
+
+    def render(self, model: RoutingModel) -> Mapping[str, bytes]:
+        routers: dict[str, dict[str, Any]] = {}
+        middlewares: dict[str, dict[str, Any]] = {}
+        services = {traefik_name(b.name): self._service(b.endpoints) for b in model.backends}
+        for vhost in model.virtual_hosts:
+            self._add_vhost(routers, middlewares, vhost, model.default_backend)
+        if model.default_backend is not None:
+            for entrypoint, tls in ((self.http_entrypoint, False), (self.https_entrypoint, True)):
+                routers[f"default-backend-{entrypoint}"] = self._router(
+                    f"PathPrefix({go_string('/')})", _DEFAULT_PRIORITY, traefik_name(model.default_backend), entrypoint, tls
+                )
+        http: dict[str, Any] = {"routers": routers, "services": services}
+        if middlewares:
+            http["middlewares"] = middlewares
+        config: dict[str, Any] = {"http": http}
+        if model.certificates:
+            config["tls"] = {
+                "certificates": [
+                    {"certFile": c.cert_pem.decode("ascii"), "keyFile": c.key_pem.decode("ascii")} for c in model.certificates
+                ]
+            }
+        body = self._dump(config)
+        # The generation marker names this exact revision, so anyone can check through Traefik's API that it is live.
+        generation = hashlib.sha256(body).hexdigest()[:16]
+        routers[GENERATION_ROUTER] = {
+            "entryPoints": [self.http_entrypoint],
+            "rule": f"Host({go_string(f'g-{generation}.generation.invalid')})",
+            "priority": 2,
+            "service": "noop@internal",
+        }
+        return {CONFIG_FILE: self._dump(config)}
+
+    def _add_vhost(
+        self,
+        routers: dict[str, dict[str, Any]],
+        middlewares: dict[str, dict[str, Any]],
+        vhost: VirtualHost,
+        default_backend: str | None,
+    ) -> None:
+        host = host_rule(vhost)
+        entrypoints = [(self.https_entrypoint, True)] if vhost.tls_cert else []
+        if vhost.tls_cert and self.redirect_https:
+            name = f"redirect-{traefik_name(vhost.hostname)}"
+            middlewares.setdefault("redirect-https", {"redirectScheme": {"scheme": "https", "permanent": True}})
+            routers[name] = {
+                "entryPoints": [self.http_entrypoint],
+                "rule": host or f"PathPrefix({go_string('/')})",
+                "priority": _TIER_BASE[vhost.host_tier()] + 1,
+                "middlewares": ["redirect-https"],
+                "service": "noop@internal",
+            }
+        else:
+            entrypoints.insert(0, (self.http_entrypoint, False))
+        for entrypoint, tls in entrypoints:
+            for route in vhost.routes:
+                rule = f"{host} && {path_rule(route)}" if host else path_rule(route)
+                routers[f"{traefik_name(route.name)}-{entrypoint}"] = self._router(
+                    rule, route_priority(vhost, route), traefik_name(route.backend), entrypoint, tls
+                )
+            if default_backend is not None and host is not None:
+                # A request for this host that none of its paths match gets the default backend, not a
+                # less specific host's route.
+                routers[f"fallback-{traefik_name(vhost.hostname)}-{entrypoint}"] = self._router(
+                    host, _TIER_BASE[vhost.host_tier()] + 1, traefik_name(default_backend), entrypoint, tls
+                )
+
+    @staticmethod
+    def _router(rule: str, priority: int, service: str, entrypoint: str, tls: bool) -> dict[str, Any]:
+        router: dict[str, Any] = {"entryPoints": [entrypoint], "rule": rule, "priority": priority, "service": service}
+        if tls:
+            router["tls"] = {}
+        return router
+
+    @staticmethod
+    def _service(endpoints: tuple[Any, ...]) -> dict[str, Any]:
+        # An empty server list makes Traefik answer 503; a missing service would disable the router and
+        # let the request fall through to a less specific one.
+        servers = [{"url": f"http://{_host_port(e.address, e.port)}"} for e in endpoints]
+        return {"loadBalancer": {"servers": servers}}
+
+    @staticmethod
+    def _dump(config: dict[str, Any]) -> bytes:
+        text = yaml.dump(config, Dumper=_Dumper, sort_keys=True, default_flow_style=False, allow_unicode=False, width=1 << 30)
+        if "{{" in text:
+            # Traefik runs every dynamic file through Go templates first: this must never reach it.
+            raise RenderError("rendered Traefik configuration contains '{{'; refusing to write it")
+        return text.encode("utf-8")
+
+
+def _host_port(address: str, port: int) -> str:
+    return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"

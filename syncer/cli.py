@@ -1,0 +1,136 @@
+"""The `syncer` command line: validates options, builds the pieces, hands over to the loop. Wiring only."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from syncer import __version__
+from syncer.config import LOG_FORMATS, LOG_LEVELS, Config
+from syncer.errors import ConfigError, SyncerError
+from syncer.loop import RunLoop, Syncer
+from syncer.plugins import available_renderers, load_renderer, split_renderer_options
+from syncer.source import ApiSource, DirectorySource, Source
+from syncer.translate import TranslateOptions
+from syncer.writer import FileWriter
+
+log = logging.getLogger("syncer.cli")
+
+
+def _env(name: str) -> dict[str, Any]:
+    return {"envvar": f"SYNCER_{name}", "show_envvar": True}
+
+
+def shared_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    options = [
+        click.option("--renderer", default="traefik", show_default=True, help="Renderer plugin that writes the files (see `syncer renderers`).", **_env("RENDERER")),
+        click.option("--renderer-opt", "renderer_opts", multiple=True, metavar="NAME.KEY=VALUE", help="A renderer option, e.g. traefik.entrypoint-http=web; repeatable.", **_env("RENDERER_OPT")),
+        click.option("--output-dir", type=click.Path(file_okay=False), help="Folder the proxy reads its configuration from (must exist).", **_env("OUTPUT_DIR")),
+        click.option("--source", "source_dir", type=click.Path(file_okay=False), help="Read manifests from this folder instead of the Kubernetes API.", **_env("SOURCE")),
+        click.option("--kubeconfig", help="kubeconfig file (default: KUBECONFIG, then in-cluster, then ~/.kube/config).", **_env("KUBECONFIG")),
+        click.option("--context", help="kubeconfig context (default: its current-context).", **_env("CONTEXT")),
+        click.option("--namespace", "namespaces", multiple=True, help="Only this namespace; repeatable (default: all namespaces).", **_env("NAMESPACE")),
+        click.option("--ingress-class", default="syncer", show_default=True, help="IngressClass name this syncer serves.", **_env("INGRESS_CLASS")),
+        click.option("--controller-name", default="ingress-syncer.dev/controller", show_default=True, help="spec.controller of IngressClasses that are ours.", **_env("CONTROLLER_NAME")),
+        click.option("--watch-ingress-without-class", is_flag=True, help="Also serve Ingresses that name no class at all.", **_env("WATCH_INGRESS_WITHOUT_CLASS")),
+        click.option("--dry-run", is_flag=True, help="Print a unified diff of what would change; write nothing.", **_env("DRY_RUN")),
+        click.option("--log-level", type=click.Choice(LOG_LEVELS), default="info", show_default=True, **_env("LOG_LEVEL")),
+        click.option("--log-format", type=click.Choice(LOG_FORMATS), default="text", show_default=True, **_env("LOG_FORMAT")),
+    ]
+    return functools.reduce(lambda cmd, option: option(cmd), reversed(options), command)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="syncer")
+def main() -> None:
+    """Turns Kubernetes Ingresses into Traefik or Envoy configuration files, atomically."""
+
+
+@main.command()
+@shared_options
+def once(**options: Any) -> None:
+    """Run one sync cycle. Exit 0 on success, 1 when the cycle failed (files untouched), 2 on usage errors."""
+    config = _config(options)
+    syncer = _build(config)
+    try:
+        syncer.cycle()
+    except SyncerError as exc:
+        log.error("cycle failed, files untouched: %s", exc)
+        sys.exit(1)
+
+
+@main.command()
+@shared_options
+@click.option("--interval", type=float, default=10.0, show_default=True, help="Seconds between cycles (±10% jitter).", **_env("INTERVAL"))
+def run(**options: Any) -> None:
+    """Sync every --interval seconds until SIGTERM/SIGINT; SIGHUP syncs at once. Failed cycles keep the last good files."""
+    config = _config(options)
+    syncer = _build(config)
+    sys.exit(RunLoop(syncer, config.interval).run())
+
+
+@main.command()
+def renderers() -> None:
+    """List the renderers found through the `syncer.renderers` entry-point group."""
+    for name, provider in available_renderers().items():
+        click.echo(f"{name}\t{provider}")
+
+
+def _config(options: dict[str, Any]) -> Config:
+    try:
+        config = Config(
+            output_dir=options.get("output_dir") or "",
+            renderer=options["renderer"],
+            renderer_options=split_renderer_options(options.get("renderer_opts") or ()),
+            source_dir=options.get("source_dir"),
+            kubeconfig=options.get("kubeconfig"),
+            context=options.get("context"),
+            namespaces=tuple(options.get("namespaces") or ()),
+            ingress_class=options["ingress_class"],
+            controller_name=options["controller_name"],
+            watch_ingress_without_class=bool(options.get("watch_ingress_without_class")),
+            dry_run=bool(options.get("dry_run")),
+            interval=float(options.get("interval") or 10.0),
+            log_level=options["log_level"],
+            log_format=options["log_format"],
+        )
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from exc
+    from syncer.logs import configure_logging
+
+    configure_logging(config.log_level, config.log_format)
+    return config
+
+
+def _build(config: Config) -> Syncer:
+    output_dir = os.path.abspath(config.output_dir)
+    try:
+        renderer = load_renderer(config.renderer, config.renderer_options.get(config.renderer, {}), output_dir=output_dir)
+        source = _source(config)
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from exc
+    writer = FileWriter(output_dir)
+    try:
+        writer.check()
+    except SyncerError as exc:
+        log.error("%s", exc)
+        sys.exit(1)
+    log.info("syncing %s -> %s (renderer %s)", source.describe(), output_dir, config.renderer)
+    options = TranslateOptions(config.ingress_class, config.controller_name, config.watch_ingress_without_class)
+    return Syncer(source, renderer, writer, options, dry_run=config.dry_run)
+
+
+def _source(config: Config) -> Source:
+    if config.source_dir:
+        return DirectorySource(config.source_dir, config.namespaces)
+    from syncer.kube import KubeClient
+    from syncer.kubeconfig import load_cluster_config
+
+    cluster = load_cluster_config(config.kubeconfig, config.context)
+    return ApiSource(KubeClient(cluster), config.namespaces, server=cluster.server)

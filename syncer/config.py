@@ -1,0 +1,45 @@
+"""The frozen run configuration built by the CLI and checked once. No I/O."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from syncer.errors import ConfigError
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
+LOG_FORMATS = ("text", "json")
+
+
+@dataclass(frozen=True)
+class Config:
+    output_dir: str
+    renderer: str = "traefik"
+    renderer_options: dict[str, dict[str, str]] = field(default_factory=dict)
+    source_dir: str | None = None
+    kubeconfig: str | None = None
+    context: str | None = None
+    namespaces: tuple[str, ...] = ()
+    ingress_class: str = "syncer"
+    controller_name: str = "ingress-syncer.dev/controller"
+    watch_ingress_without_class: bool = False
+    dry_run: bool = False
+    interval: float = 10.0
+    log_level: str = "info"
+    log_format: str = "text"
+
+    def __post_init__(self) -> None:
+        if not self.output_dir:
+            raise ConfigError("--output-dir is required (or SYNCER_OUTPUT_DIR)")
+        if self.interval <= 0:
+            raise ConfigError(f"--interval must be positive, not {self.interval}")
+        if self.log_level not in LOG_LEVELS:
+            raise ConfigError(f"--log-level must be one of {', '.join(LOG_LEVELS)}")
+        if self.log_format not in LOG_FORMATS:
+            raise ConfigError(f"--log-format must be one of {', '.join(LOG_FORMATS)}")
+        if self.source_dir and (self.kubeconfig or self.context):
+            raise ConfigError("--source reads manifests; it cannot be combined with --kubeconfig or --context")
+        unknown = sorted(set(self.renderer_options) - {self.renderer})
+        if unknown:
+            raise ConfigError(
+                f"--renderer-opt {unknown[0]}.* is for renderer {unknown[0]!r}, but --renderer is {self.renderer!r}"
+            )

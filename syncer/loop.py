@@ -1,0 +1,154 @@
+"""One sync cycle (fetch -> diff -> translate -> render -> write) and the interval loop with its signals."""
+
+from __future__ import annotations
+
+import logging
+import random
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import FrameType
+from typing import TextIO
+
+from syncer.errors import RenderError, SyncerError
+from syncer.plugins import Renderer
+from syncer.snapshot import Snapshot, diff
+from syncer.source import Source
+from syncer.translate import TranslateOptions, translate
+from syncer.writer import FileWriter, WriteResult
+
+log = logging.getLogger("syncer.loop")
+
+
+@dataclass(frozen=True, slots=True)
+class CycleResult:
+    changed_input: bool
+    write: WriteResult | None = None
+    seconds: float = 0.0
+
+
+class Syncer:
+    """Holds the last good snapshot; a cycle that fails leaves it (and the files on disk) as they were."""
+
+    def __init__(
+        self,
+        source: Source,
+        renderer: Renderer,
+        writer: FileWriter,
+        translate_options: TranslateOptions = TranslateOptions(),
+        *,
+        dry_run: bool = False,
+        preview_out: TextIO | None = None,
+    ) -> None:
+        self.source = source
+        self.renderer = renderer
+        self.writer = writer
+        self.translate_options = translate_options
+        self.dry_run = dry_run
+        self.preview_out = preview_out or sys.stdout
+        self.last_snapshot: Snapshot | None = None
+
+    def cycle(self) -> CycleResult:
+        started = time.monotonic()
+        snapshot = self.source.fetch()
+        changes = diff(self.last_snapshot, snapshot)
+        log.info("cycle: %s", changes.summary())
+        if self.last_snapshot is not None and changes.is_empty:
+            return CycleResult(changed_input=False, seconds=time.monotonic() - started)
+        translation = translate(snapshot, self.translate_options)
+        for problem in translation.problems:
+            log.warning("problem: %s", problem)
+        files = self._render(translation.model)
+        if self.dry_run:
+            preview = self.writer.preview(files)
+            self.preview_out.write(preview or "# no changes\n")
+            self.preview_out.flush()
+            result = None
+        else:
+            result = self.writer.write(files)
+            log.info(
+                "wrote %d file(s), %d unchanged, %d removed in %s (%d routes, %d backends)",
+                len(result.written),
+                len(result.unchanged),
+                len(result.removed),
+                self.writer.output_dir,
+                translation.model.route_count(),
+                len(translation.model.backends),
+            )
+        self.last_snapshot = snapshot
+        return CycleResult(changed_input=True, write=result, seconds=time.monotonic() - started)
+
+    def _render(self, model: object) -> dict[str, bytes]:
+        try:
+            rendered = self.renderer.render(model)  # type: ignore[arg-type]
+            files = {str(name): bytes(content) for name, content in rendered.items()}
+        except SyncerError:
+            raise
+        except Exception as exc:  # a third-party renderer may fail in any way; nothing gets written
+            raise RenderError(f"renderer {self.renderer.name!r} failed: {type(exc).__name__}: {exc}") from exc
+        return files
+
+
+class _StopRequested(BaseException):
+    """Raised from the signal handler to abandon a cycle in progress; writes are atomic, so this is safe."""
+
+
+class RunLoop:
+    """Cycles every `interval` seconds (±10% jitter) until SIGTERM or SIGINT; SIGHUP runs a cycle at once."""
+
+    def __init__(self, syncer: Syncer, interval: float, *, jitter: float = 0.1, on_cycle: Callable[[bool], None] | None = None) -> None:
+        self.syncer = syncer
+        self.interval = interval
+        self.jitter = jitter
+        self.on_cycle = on_cycle
+        self._wake = threading.Event()
+        self._stopping = False
+        self._in_cycle = False
+
+    def _handle_stop(self, signum: int, frame: FrameType | None) -> None:
+        log.info("received %s, stopping", signal.Signals(signum).name)
+        self._stopping = True
+        self._wake.set()
+        if self._in_cycle:
+            raise _StopRequested()
+
+    def _handle_hup(self, signum: int, frame: FrameType | None) -> None:
+        log.info("received SIGHUP, syncing now")
+        self._wake.set()
+
+    def run(self) -> int:
+        previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
+        signal.signal(signal.SIGTERM, self._handle_stop)
+        signal.signal(signal.SIGINT, self._handle_stop)
+        signal.signal(signal.SIGHUP, self._handle_hup)
+        try:
+            while not self._stopping:
+                ok = self._one_cycle()
+                if self.on_cycle is not None:
+                    self.on_cycle(ok)
+                if self._stopping:
+                    break
+                delay = self.interval * (1 + random.uniform(-self.jitter, self.jitter))
+                self._wake.wait(delay)
+                self._wake.clear()
+        except _StopRequested:
+            pass
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+        log.info("stopped")
+        return 0
+
+    def _one_cycle(self) -> bool:
+        self._in_cycle = True
+        try:
+            self.syncer.cycle()
+            return True
+        except SyncerError as exc:
+            log.error("cycle failed, last good files kept: %s", exc)
+            return False
+        finally:
+            self._in_cycle = False

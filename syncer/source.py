@@ -1,0 +1,161 @@
+"""Sources of snapshots: the Kubernetes API (network I/O) or a folder of manifests (file I/O)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+import yaml
+
+from syncer.errors import KubeError, SourceError
+from syncer.resources import KINDS_BY_NAME, TLS_SECRET, WATCHED_KINDS, ResourceKind
+from syncer.snapshot import KubeObject, Snapshot
+
+log = logging.getLogger("syncer.source")
+
+MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
+
+
+class Source(Protocol):
+    def fetch(self) -> Snapshot:
+        """A complete snapshot, or SourceError: never a partial one."""
+        ...
+
+    def describe(self) -> str: ...
+
+
+class ObjectLister(Protocol):
+    """What ApiSource needs of a client: `syncer.kube.KubeClient` provides it."""
+
+    def list(self, kind: str | ResourceKind, namespace: str | None = None) -> Any: ...
+
+
+class ApiSource:
+    """Lists every watched kind from the API, cluster-wide or in the given namespaces."""
+
+    def __init__(self, client: ObjectLister, namespaces: Sequence[str] = (), server: str = "") -> None:
+        self._client = client
+        self._namespaces = tuple(sorted(set(namespaces)))
+        self._server = server
+
+    def describe(self) -> str:
+        scope = ", ".join(self._namespaces) if self._namespaces else "all namespaces"
+        return f"Kubernetes API {self._server} ({scope})".replace("  ", " ")
+
+    def fetch(self) -> Snapshot:
+        objects: dict[str, list[KubeObject]] = {}
+        for resource in WATCHED_KINDS:
+            scopes: Sequence[str | None] = self._namespaces if (resource.namespaced and self._namespaces) else (None,)
+            items: list[KubeObject] = []
+            for namespace in scopes:
+                try:
+                    result = self._client.list(resource, namespace=namespace)
+                except KubeError as exc:
+                    where = f" in namespace {namespace}" if namespace else ""
+                    raise SourceError(f"cannot list {resource.plural}{where}: {exc}") from exc
+                items.extend(result.items)
+            objects[resource.kind] = items
+        return Snapshot.build(objects)
+
+
+
+
+class DirectorySource:
+    """Reads the watched kinds from `*.yaml`, `*.yml` and `*.json` files below a folder (multi-document, `kind: List`).
+
+    Objects without a namespace land in `default`, as `kubectl apply` would put them. A file that cannot be
+    read or parsed fails the whole snapshot (like a failed list); a document that is not a watched kind is
+    ignored, and one without a name is skipped with a warning.
+    """
+
+    def __init__(self, root: str | Path, namespaces: Sequence[str] = ()) -> None:
+        self._root = Path(root)
+        self._namespaces = frozenset(namespaces)
+
+    def describe(self) -> str:
+        return f"manifests in {self._root}"
+
+    def fetch(self) -> Snapshot:
+        if not self._root.is_dir():
+            raise SourceError(f"manifest folder {self._root} does not exist or is not a folder")
+        objects: dict[str, list[KubeObject]] = {r.kind: [] for r in WATCHED_KINDS}
+        for path in sorted(self._manifest_files()):
+            for document in _read_documents(path):
+                for obj in _expand_lists(document):
+                    accepted = self._accept(path, obj)
+                    if accepted is not None:
+                        objects[accepted[0]].append(accepted[1])
+        return Snapshot.build(objects)
+
+    def _manifest_files(self) -> Iterator[Path]:
+        for path in self._root.rglob("*"):
+            if path.suffix in MANIFEST_SUFFIXES and path.is_file() and not path.name.startswith("."):
+                yield path
+
+    def _accept(self, path: Path, obj: Any) -> tuple[str, KubeObject] | None:
+        if not isinstance(obj, Mapping):
+            return None
+        resource = KINDS_BY_NAME.get(str(obj.get("kind")))
+        if resource is None:
+            return None
+        metadata = obj.get("metadata")
+        name = metadata.get("name") if isinstance(metadata, Mapping) else None
+        if not isinstance(name, str) or not name:
+            log.warning("%s: %s without metadata.name skipped", path, resource.kind)
+            return None
+        normalised: dict[str, Any] = dict(obj)
+        meta = dict(metadata) if isinstance(metadata, Mapping) else {}
+        if resource.namespaced:
+            meta["namespace"] = str(meta.get("namespace") or "default")
+            if self._namespaces and meta["namespace"] not in self._namespaces:
+                return None
+        else:
+            meta.pop("namespace", None)
+        normalised["metadata"] = meta
+        if resource is TLS_SECRET:
+            secret = _normalise_secret(normalised)
+            if secret is None:
+                return None
+            normalised = secret
+        return resource.kind, normalised
+
+
+def _read_documents(path: Path) -> list[Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+        if path.suffix == ".json":
+            return [json.loads(text)]
+        return [doc for doc in yaml.safe_load_all(text) if doc is not None]
+    except (OSError, UnicodeDecodeError, ValueError, yaml.YAMLError) as exc:
+        raise SourceError(f"cannot read manifest {path}: {_first_line(exc)}") from exc
+
+
+def _expand_lists(document: Any) -> Iterable[Any]:
+    if isinstance(document, Mapping) and str(document.get("kind", "")).endswith("List"):
+        items = document.get("items")
+        if isinstance(items, list):
+            return items
+    return (document,)
+
+
+def _normalise_secret(secret: dict[str, Any]) -> dict[str, Any] | None:
+    """Only TLS Secrets count (the API source selects them server-side); `stringData` folds into `data`."""
+    if secret.get("type") != "kubernetes.io/tls":
+        return None
+    string_data = secret.pop("stringData", None)
+    if isinstance(string_data, Mapping):
+        data = dict(secret.get("data") or {})
+        for key, value in string_data.items():
+            data[str(key)] = base64.b64encode(str(value).encode()).decode()
+        secret["data"] = data
+    return secret
+
+
+def _first_line(exc: BaseException) -> str:
+    """The parser's message on one log line (YAML errors span several lines with the position)."""
+    text = " ".join(str(exc).split())
+    return text[:300] if text else type(exc).__name__

@@ -1,0 +1,187 @@
+"""Atomic file output: staging, fsync, rename, unchanged-skip, manifest-based pruning, key file modes. Disk I/O."""
+
+from __future__ import annotations
+
+import difflib
+import errno
+import json
+import os
+import re
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+from syncer.errors import WriteError
+
+MANIFEST_NAME = ".ingress-syncer-manifest.json"
+TEMP_SUFFIX = ".tmp"  # neither Traefik (*.yaml, *.yml, *.toml) nor Envoy (watched names only) loads these
+_PRIVATE_KEY_MARK = b"PRIVATE KEY-----"
+_PEM_KEY_BLOCK = re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----.*?-----END [A-Z ]*PRIVATE KEY-----", re.S)
+
+
+@dataclass(frozen=True, slots=True)
+class WriteResult:
+    written: tuple[str, ...] = ()
+    unchanged: tuple[str, ...] = ()
+    removed: tuple[str, ...] = ()
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.written or self.removed)
+
+
+def file_mode(content: bytes) -> int:
+    """Anything holding a private key is readable by the owner only."""
+    return 0o600 if _PRIVATE_KEY_MARK in content else 0o644
+
+
+def redact(text: str) -> str:
+    return _PEM_KEY_BLOCK.sub("<private key redacted>", text)
+
+
+def check_relative_path(name: str) -> None:
+    parts = PurePosixPath(name).parts
+    if not name or name.startswith("/") or ".." in parts or name == MANIFEST_NAME or "\\" in name:
+        raise WriteError(f"renderer produced an unsafe file name {name!r}")
+
+
+class FileWriter:
+    """Owns one output folder. Never touches files it did not write (the manifest lists those it did)."""
+
+    def __init__(self, output_dir: str | Path) -> None:
+        self.output_dir = Path(output_dir)
+
+    def check(self) -> None:
+        """Fails early, naming the path, when the folder is missing or not writable."""
+        if not self.output_dir.is_dir():
+            raise WriteError(f"output folder {self.output_dir} does not exist; create it (mkdir -p) or mount it")
+        if not os.access(self.output_dir, os.W_OK | os.X_OK):
+            raise WriteError(f"output folder {self.output_dir} is not writable by this user")
+
+    def owned_files(self) -> list[str]:
+        try:
+            data = json.loads((self.output_dir / MANIFEST_NAME).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return []
+        except (OSError, ValueError) as exc:
+            raise WriteError(f"manifest {self.output_dir / MANIFEST_NAME} is unreadable: {exc}") from exc
+        files = data.get("files") if isinstance(data, dict) else None
+        return [f for f in files if isinstance(f, str)] if isinstance(files, list) else []
+
+    def write(self, files: Mapping[str, bytes]) -> WriteResult:
+        """Writes in the mapping's order (renderers put referenced files first), then prunes stale ones."""
+        self.check()
+        for name in files:
+            check_relative_path(name)
+        previous = self.owned_files()
+        stale = [name for name in previous if name not in files]
+        try:
+            if set(files) - set(previous):
+                # Claim new files before creating them, so a crash never leaves a file nobody owns.
+                self._write_manifest(sorted(set(previous) | set(files)))
+            written, unchanged = [], []
+            for name, content in files.items():
+                if self._replace_if_changed(self.output_dir / name, content):
+                    written.append(name)
+                else:
+                    unchanged.append(name)
+            # Only after every referencing file is replaced may the files they used to name disappear.
+            for name in stale:
+                try:
+                    (self.output_dir / name).unlink()
+                except FileNotFoundError:
+                    pass
+            if stale or set(files) != set(previous):
+                self._write_manifest(sorted(files))
+        except OSError as exc:
+            raise WriteError(_describe_os_error(exc, self.output_dir)) from exc
+        return WriteResult(tuple(written), tuple(unchanged), tuple(stale))
+
+    def preview(self, files: Mapping[str, bytes]) -> str:
+        """A unified diff of what `write` would change, keys redacted; writes nothing."""
+        for name in files:
+            check_relative_path(name)
+        chunks: list[str] = []
+        for name, content in files.items():
+            old = _read_or_none(self.output_dir / name)
+            if old == content:
+                continue
+            chunks.extend(
+                difflib.unified_diff(
+                    _lines(old), _lines(content), fromfile=f"a/{name}" if old is not None else "/dev/null", tofile=f"b/{name}"
+                )
+            )
+        for name in self.owned_files():
+            if name not in files:
+                old = _read_or_none(self.output_dir / name)
+                chunks.extend(difflib.unified_diff(_lines(old), [], fromfile=f"a/{name}", tofile="/dev/null"))
+        return redact("".join(chunks))
+
+    def _replace_if_changed(self, target: Path, content: bytes) -> bool:
+        mode = file_mode(content)
+        try:
+            current = target.stat()
+            if current.st_size == len(content) and (current.st_mode & 0o777) == mode and target.read_bytes() == content:
+                return False
+        except FileNotFoundError:
+            pass
+        target.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(target, content, mode)
+        return True
+
+    def _write_manifest(self, names: list[str]) -> None:
+        body = json.dumps({"files": names, "writer": "ingress-syncer"}, indent=1, sort_keys=True).encode() + b"\n"
+        atomic_write(self.output_dir / MANIFEST_NAME, body, 0o644)
+
+
+def atomic_write(target: Path, content: bytes, mode: int) -> None:
+    """Temp file beside the target (same filesystem, a name no proxy loads), fsync, rename, fsync the folder.
+
+    A reader sees the old bytes or the new bytes, never a mix; after a crash the target is whole.
+    """
+    temp = target.with_name(f".{target.name}.{secrets.token_hex(4)}{TEMP_SUFFIX}")
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    try:
+        try:
+            view = memoryview(content)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fchmod(fd, mode)  # O_CREAT's mode is masked by the umask
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(temp, target)
+    except BaseException:
+        try:
+            os.unlink(temp)
+        except FileNotFoundError:
+            pass
+        raise
+    fsync_dir(target.parent)
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _read_or_none(path: Path) -> bytes | None:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        return None
+
+
+def _lines(content: bytes | None) -> list[str]:
+    return content.decode("utf-8", "replace").splitlines(keepends=True) if content is not None else []
+
+
+def _describe_os_error(exc: OSError, folder: Path) -> str:
+    if exc.errno == errno.ENOSPC:
+        return f"no space left on the device of {folder}; previous files kept"
+    where = exc.filename or folder
+    return f"cannot write {where}: {exc.strerror or exc}; previous files kept"
