@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 from collections.abc import Mapping
@@ -10,6 +11,15 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
 from syncer.errors import ConfigError
+from syncer.kubeconfig_file import (
+    Entry,
+    as_list,
+    as_mapping,
+    as_str_list,
+    opt_bool,
+    opt_str,
+    resolve_path,
+)
 
 SUPPORTED_API_VERSIONS = ("client.authentication.k8s.io/v1", "client.authentication.k8s.io/v1beta1")
 EXEC_TIMEOUT = 30.0  # a plugin that waits for a browser login would otherwise hang the sync loop forever
@@ -42,6 +52,44 @@ class ExecResult:
     client_cert_pem: bytes | None = field(default=None, repr=False)
     client_key_pem: bytes | None = field(default=None, repr=False)
     expires_at: float | None = None
+
+
+def parse_exec_config(user: Entry) -> ExecConfig:
+    """The `exec` section of a kubeconfig user entry, checked; ConfigError names the user entry."""
+    where = f"exec section of user {user.where}"
+    body = as_mapping(user.body.get("exec"), where)
+    api_version = opt_str(body, "apiVersion", where)
+    if api_version not in SUPPORTED_API_VERSIONS:
+        raise ConfigError(f"{where}: apiVersion must be one of {', '.join(SUPPORTED_API_VERSIONS)}")
+    mode = opt_str(body, "interactiveMode", where)
+    if mode == "Always":
+        raise ConfigError(
+            f"{where}: interactiveMode Always needs a terminal, which this agent never has; "
+            "set Never or IfAvailable and make the plugin work without prompting"
+        )
+    # Lenient where client-go is strict (v1 requires the field): Never and IfAvailable mean the same to us.
+    if mode not in (None, "Never", "IfAvailable"):
+        raise ConfigError(f"{where}: interactiveMode must be Never, IfAvailable or Always")
+    command = opt_str(body, "command", where)
+    if command is None:
+        raise ConfigError(f"{where} has no command")
+    if os.sep in command:
+        command = str(resolve_path(user.origin, command))  # as client-go; a bare name is looked up on PATH
+    env: list[tuple[str, str]] = []
+    for item in as_list(body.get("env"), f"{where}: env"):
+        name, value = opt_str(item, "name", f"{where}: env"), item.get("value", "")
+        if name is None or not isinstance(value, str):
+            raise ConfigError(f"{where}: every env entry needs a name and a string value")
+        env.append((name, value))
+    return ExecConfig(
+        command=command,
+        api_version=api_version,
+        where=f"user {user.where}",
+        args=tuple(as_str_list(body.get("args"), f"{where}: args")),
+        env=tuple(env),
+        install_hint=opt_str(body, "installHint", where),
+        provide_cluster_info=opt_bool(body, "provideClusterInfo", where),
+    )
 
 
 def run_exec_plugin(

@@ -1,9 +1,8 @@
-"""kubeconfig files and in-cluster service-account config -> ClusterConfig. Reads files, runs exec plugins."""
+"""kubeconfig or in-cluster service account -> ClusterConfig and its credential sources. Reads files, runs exec plugins."""
 
 from __future__ import annotations
 
 import base64
-import binascii
 import logging
 import os
 import threading
@@ -13,10 +12,24 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Protocol
 
-import yaml  # type: ignore[import-untyped]  # no stubs installed; only safe_load is used, and its result is checked
-
 from syncer.errors import ConfigError
-from syncer.exec_credential import EXEC_TIMEOUT, SUPPORTED_API_VERSIONS, ExecConfig, run_exec_plugin
+from syncer.exec_credential import (
+    EXEC_TIMEOUT,
+    ExecConfig,
+    parse_exec_config,
+    run_exec_plugin,
+)
+from syncer.kubeconfig_file import (
+    Entry,
+    MergedKubeconfig,
+    as_list,
+    data_or_file,
+    load_files,
+    opt_bool,
+    opt_str,
+    resolve_path,
+    split_paths,
+)
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +116,7 @@ class TokenFileSource:
             if self._credential is not None and not self._stale and 0 <= now - self._read_at < self._period:
                 return self._credential
             try:
-                token = read_token_file(self._path, self._label)
+                token: str | None = read_token_file(self._path, self._label)
             except ConfigError as exc:
                 if self._credential is None:
                     raise
@@ -196,26 +209,26 @@ def load_cluster_config(
     """
     env = os.environ if environ is None else environ
     if kubeconfig:
-        paths = _split_paths(kubeconfig)
+        paths = split_paths(kubeconfig)
         if len(paths) == 1 and not paths[0].is_file():
             raise ConfigError(f"kubeconfig file {paths[0]} does not exist; fix the --kubeconfig path")
-        merged = _load_files(paths)
+        merged = load_files(paths)
         if not merged.files:
             raise ConfigError(f"none of the kubeconfig files {kubeconfig} exist; fix the --kubeconfig paths")
         return _from_kubeconfig(merged, context, env, clock)
-    listed = _split_paths(env.get("KUBECONFIG", ""))
+    listed = split_paths(env.get("KUBECONFIG", ""))
     if listed:
-        merged = _load_files(listed)
+        merged = load_files(listed)
         if merged.files:
             return _from_kubeconfig(merged, context, env, clock)
     root = Path(in_cluster_root)
     # A --context only exists in a kubeconfig, so asking for one rules the service account out.
-    if context is None and env.get("KUBERNETES_SERVICE_HOST") and env.get("KUBERNETES_SERVICE_PORT"):
-        if (root / "token").is_file():
-            return _in_cluster(root, env, clock)
+    in_cluster = bool(env.get("KUBERNETES_SERVICE_HOST") and env.get("KUBERNETES_SERVICE_PORT"))
+    if context is None and in_cluster and (root / "token").is_file():
+        return _in_cluster(root, env, clock)
     default = Path(home if home is not None else os.path.expanduser("~")) / ".kube" / "config"
     if not listed and default.is_file():
-        return _from_kubeconfig(_load_files([default]), context, env, clock)
+        return _from_kubeconfig(load_files([default]), context, env, clock)
     raise ConfigError(_no_config_message(listed, default, root, env))
 
 
@@ -255,99 +268,25 @@ def _in_cluster(root: Path, env: Mapping[str, str], clock: Clock | None) -> Clus
     )
 
 
-@dataclass(frozen=True)
-class _Entry:
-    """One named cluster/user/context, with the file that defined it (relative paths resolve against it)."""
-
-    name: str
-    body: Mapping[str, object] = field(repr=False)
-    origin: Path
-
-    @property
-    def where(self) -> str:
-        return f"{self.name!r} in {self.origin}"
-
-
-@dataclass
-class _Merged:
-    files: list[Path] = field(default_factory=list)
-    current_context: str | None = None
-    sections: dict[str, dict[str, _Entry]] = field(
-        default_factory=lambda: {"clusters": {}, "users": {}, "contexts": {}}
-    )
-
-
-_INNER_KEY = {"clusters": "cluster", "users": "user", "contexts": "context"}
-
-
-def _split_paths(value: str) -> list[Path]:
-    seen: dict[Path, None] = {}
-    for part in value.split(os.pathsep):
-        if part:
-            seen.setdefault(Path(os.path.abspath(part)), None)
-    return list(seen)
-
-
-def _load_files(paths: Sequence[Path]) -> _Merged:
-    """Merge like kubectl: missing files are skipped, and the first file to set a key or name keeps it."""
-    merged = _Merged()
-    for path in paths:
-        if not path.exists():
-            continue
-        doc = _read_yaml(path)
-        merged.files.append(path)
-        if merged.current_context is None:
-            merged.current_context = _opt_str(doc, "current-context", f"kubeconfig {path}")
-        for section, inner in _INNER_KEY.items():
-            names: set[str] = set()
-            for item in _list(doc.get(section), f"{section} in {path}"):
-                name = _opt_str(item, "name", f"an entry of {section} in {path}")
-                if name is None:
-                    raise ConfigError(f"an entry of {section} in {path} has no name; name it or remove it")
-                if name in names:
-                    raise ConfigError(f"{section} in {path} defines {name!r} twice; remove one")
-                names.add(name)
-                body = _mapping(item.get(inner), f"{inner} {name!r} in {path}")
-                merged.sections[section].setdefault(name, _Entry(name, body, path))
-    return merged
-
-
-def _read_yaml(path: Path) -> Mapping[str, object]:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"cannot read kubeconfig {path}: {exc.strerror}") from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"kubeconfig {path} is not UTF-8 text") from None
-    try:
-        doc: object = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        # str(exc) quotes the offending line, which may hold a token: report only the position.
-        mark = getattr(exc, "problem_mark", None)
-        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or "invalid YAML"
-        raise ConfigError(f"kubeconfig {path} is not valid YAML{at}: {problem}") from None
-    return _mapping(doc, f"kubeconfig {path}")
-
-
-def _from_kubeconfig(merged: _Merged, context: str | None, env: Mapping[str, str], clock: Clock | None) -> ClusterConfig:
+def _from_kubeconfig(
+    merged: MergedKubeconfig, context: str | None, env: Mapping[str, str], clock: Clock | None
+) -> ClusterConfig:
     files = os.pathsep.join(map(str, merged.files))
-    contexts = merged.sections["contexts"]
-    available = ", ".join(sorted(contexts)) or "none"
+    available = ", ".join(sorted(merged.contexts)) or "none"
     name = context or merged.current_context
     if not name:
         raise ConfigError(f"kubeconfig {files} sets no current-context; pass --context NAME (available: {available})")
-    ctx = contexts.get(name)
+    ctx = merged.contexts.get(name)
     if ctx is None:
         raise ConfigError(f"context {name!r} is not defined in kubeconfig {files}; available contexts: {available}")
-    cluster_name = _opt_str(ctx.body, "cluster", f"context {ctx.where}")
+    cluster_name = opt_str(ctx.body, "cluster", f"context {ctx.where}")
     if cluster_name is None:
         raise ConfigError(f"context {ctx.where} names no cluster; set its cluster")
-    cluster = merged.sections["clusters"].get(cluster_name)
+    cluster = merged.clusters.get(cluster_name)
     if cluster is None:
         raise ConfigError(f"context {ctx.where} names cluster {cluster_name!r}, which {files} does not define")
-    user_name = _opt_str(ctx.body, "user", f"context {ctx.where}")
-    user = merged.sections["users"].get(user_name) if user_name else None
+    user_name = opt_str(ctx.body, "user", f"context {ctx.where}")
+    user = merged.users.get(user_name) if user_name else None
     if user_name and user is None:
         raise ConfigError(f"context {ctx.where} names user {user_name!r}, which {files} does not define")
     base = _cluster_config(cluster)
@@ -356,21 +295,21 @@ def _from_kubeconfig(merged: _Merged, context: str | None, env: Mapping[str, str
     return replace(
         base,
         credentials=credentials,
-        namespace=_opt_str(ctx.body, "namespace", f"context {ctx.where}"),
+        namespace=opt_str(ctx.body, "namespace", f"context {ctx.where}"),
         describe=f"kubeconfig {files}, context {name} (cluster {cluster_name}, {user_text})",
     )
 
 
-def _cluster_config(entry: _Entry) -> ClusterConfig:
+def _cluster_config(entry: Entry) -> ClusterConfig:
     """The cluster half of a ClusterConfig, anonymous until the caller adds the user's credentials."""
     where = f"cluster {entry.where}"
-    server = _opt_str(entry.body, "server", where)
+    server = opt_str(entry.body, "server", where)
     if server is None:
         raise ConfigError(f"{where} has no server; set it to the API server URL, e.g. https://host:6443")
     if "://" not in server:
         server = f"https://{server}"  # client-go assumes https for a bare host:port
-    ca_pem = _data_or_file(entry, "certificate-authority-data", "certificate-authority", where)
-    insecure = _opt_bool(entry.body, "insecure-skip-tls-verify", where)
+    ca_pem = data_or_file(entry, "certificate-authority-data", "certificate-authority", where)
+    insecure = opt_bool(entry.body, "insecure-skip-tls-verify", where)
     if insecure and ca_pem is not None:
         raise ConfigError(f"{where} sets both insecure-skip-tls-verify and a certificate authority; remove one")
     return ClusterConfig(
@@ -378,13 +317,13 @@ def _cluster_config(entry: _Entry) -> ClusterConfig:
         credentials=_ANONYMOUS,
         ca_pem=ca_pem,
         insecure_skip_tls_verify=insecure,
-        tls_server_name=_opt_str(entry.body, "tls-server-name", where),
-        proxy_url=_opt_str(entry.body, "proxy-url", where),
-        disable_compression=_opt_bool(entry.body, "disable-compression", where),
+        tls_server_name=opt_str(entry.body, "tls-server-name", where),
+        proxy_url=opt_str(entry.body, "proxy-url", where),
+        disable_compression=opt_bool(entry.body, "disable-compression", where),
     )
 
 
-def _exec_cluster_info(entry: _Entry, config: ClusterConfig) -> dict[str, object]:
+def _exec_cluster_info(entry: Entry, config: ClusterConfig) -> dict[str, object]:
     """The `spec.cluster` an exec plugin sees when it sets provideClusterInfo (client-go's field names)."""
     info: dict[str, object] = {"server": config.server}
     if config.tls_server_name:
@@ -397,153 +336,52 @@ def _exec_cluster_info(entry: _Entry, config: ClusterConfig) -> dict[str, object
         info["proxy-url"] = config.proxy_url
     if config.disable_compression:
         info["disable-compression"] = True
-    for ext in _list(entry.body.get("extensions"), f"extensions of cluster {entry.where}"):
+    for ext in as_list(entry.body.get("extensions"), f"extensions of cluster {entry.where}"):
         if ext.get("name") == "client.authentication.k8s.io/exec":
             info["config"] = ext.get("extension")
     return info
 
 
+_BASIC_AUTH = "basic auth (username/password) is not supported; use a token, a client certificate or an exec plugin"
+_IMPERSONATION = "impersonation (as, as-uid, as-groups, as-user-extra) is not supported; use that identity's credentials"
 _UNSUPPORTED = {
-    "username": "basic auth (username/password) is not supported; use a token, client certificate or exec plugin",
-    "password": "basic auth (username/password) is not supported; use a token, client certificate or exec plugin",
-    "auth-provider": "auth-provider is not supported (kubectl dropped it too); use the provider's exec plugin "
-    "(e.g. gke-gcloud-auth-plugin, kubelogin)",
-    "as": "impersonation (as, as-uid, as-groups, as-user-extra) is not supported; use the target identity's credentials",
-    "as-uid": "impersonation (as, as-uid, as-groups, as-user-extra) is not supported",
-    "as-groups": "impersonation (as, as-uid, as-groups, as-user-extra) is not supported",
-    "as-user-extra": "impersonation (as, as-uid, as-groups, as-user-extra) is not supported",
+    "username": _BASIC_AUTH,
+    "password": _BASIC_AUTH,
+    "auth-provider": "auth-provider is not supported (kubectl dropped it too); use the provider's exec plugin, "
+    "e.g. gke-gcloud-auth-plugin or kubelogin",
+    **dict.fromkeys(("as", "as-uid", "as-groups", "as-user-extra"), _IMPERSONATION),
 }
 
 
 def _credentials(
-    entry: _Entry | None, cluster_info: Mapping[str, object], env: Mapping[str, str], clock: Clock | None
+    entry: Entry | None, cluster_info: Mapping[str, object], env: Mapping[str, str], clock: Clock | None
 ) -> CredentialSource:
     if entry is None:
         return _ANONYMOUS
     where, label = f"user {entry.where}", f"user {entry.name!r}"
-    for key, why in _UNSUPPORTED.items():
-        if entry.body.get(key) not in (None, "", [], {}):
+    for unsupported, why in _UNSUPPORTED.items():
+        if entry.body.get(unsupported) not in (None, "", [], {}):
             raise ConfigError(f"{where}: {why}")
-    cert = _data_or_file(entry, "client-certificate-data", "client-certificate", where)
-    key = _data_or_file(entry, "client-key-data", "client-key", where)
+    cert = data_or_file(entry, "client-certificate-data", "client-certificate", where)
+    key = data_or_file(entry, "client-key-data", "client-key", where)
     if (cert is None) != (key is None):
         raise ConfigError(f"{where} has a client certificate or a client key but not both; set both")
-    token_file = _opt_str(entry.body, "tokenFile", where)
-    token = _opt_str(entry.body, "token", where)
+    token_file = opt_str(entry.body, "tokenFile", where)
+    token = opt_str(entry.body, "token", where)
     exec_body = entry.body.get("exec")
     if exec_body is not None and (token_file or token or cert):
         # Same precedence as client-go, which silently skips the plugin in this case.
         log.warning("%s: exec plugin ignored because the user also has a token or client certificate", where)
     if token_file:
-        path = _resolve(entry.origin, token_file)
-        tokens = TokenFileSource(path, label=label, client_cert_pem=cert, client_key_pem=key, clock=clock or time.monotonic)
+        path = resolve_path(entry.origin, token_file)
+        tokens = TokenFileSource(
+            path, label=label, client_cert_pem=cert, client_key_pem=key, clock=clock or time.monotonic
+        )
         tokens.current()  # an unreadable file is a configuration error now, not a 401 later
         return tokens
     if token is not None or cert is not None or exec_body is None:
         return StaticCredentialSource(Credential(token, cert, key), label=label)
-    config = _exec_config(entry, _mapping(exec_body, f"exec of {where}"))
+    config = parse_exec_config(entry)
     return ExecCredentialSource(
         config, environ=env, cluster=cluster_info if config.provide_cluster_info else None, clock=clock or time.time
     )
-
-
-def _exec_config(entry: _Entry, body: Mapping[str, object]) -> ExecConfig:
-    where = f"exec of user {entry.where}"
-    api_version = _opt_str(body, "apiVersion", where)
-    if api_version not in SUPPORTED_API_VERSIONS:
-        raise ConfigError(f"{where}: apiVersion must be one of {', '.join(SUPPORTED_API_VERSIONS)}")
-    mode = _opt_str(body, "interactiveMode", where)
-    if mode == "Always":
-        raise ConfigError(f"{where}: interactiveMode Always needs a terminal and this agent never has one; "
-                          "use Never or IfAvailable and log in beforehand")
-    if mode not in (None, "Never", "IfAvailable"):
-        raise ConfigError(f"{where}: interactiveMode must be Never, IfAvailable or Always")
-    command = _opt_str(body, "command", where)
-    if command is None:
-        raise ConfigError(f"{where} has no command")
-    if os.sep in command:
-        command = str(_resolve(entry.origin, command))  # like client-go; a bare name is looked up on PATH
-    args = [_str_item(a, f"{where}: args") for a in _seq(body.get("args"), f"{where}: args")]
-    env: list[tuple[str, str]] = []
-    for item in _list(body.get("env"), f"{where}: env"):
-        name, value = _opt_str(item, "name", f"{where}: env"), item.get("value", "")
-        if name is None or not isinstance(value, str):
-            raise ConfigError(f"{where}: every env entry needs a name and a string value")
-        env.append((name, value))
-    return ExecConfig(
-        command=command,
-        api_version=api_version,
-        where=f"user {entry.where}",
-        args=tuple(args),
-        env=tuple(env),
-        install_hint=_opt_str(body, "installHint", where),
-        provide_cluster_info=_opt_bool(body, "provideClusterInfo", where),
-    )
-
-
-def _data_or_file(entry: _Entry, data_key: str, path_key: str, where: str) -> bytes | None:
-    """`*-data` (base64) wins over the path form, as in client-go."""
-    data = _opt_str(entry.body, data_key, where)
-    if data is not None:
-        try:
-            return base64.b64decode("".join(data.split()), validate=True)
-        except (binascii.Error, ValueError):
-            raise ConfigError(f"{where}: {data_key} is not valid base64") from None
-    path = _opt_str(entry.body, path_key, where)
-    if path is None:
-        return None
-    full = _resolve(entry.origin, path)
-    try:
-        return full.read_bytes()
-    except OSError as exc:
-        raise ConfigError(f"{where}: cannot read {path_key} {full}: {exc.strerror}") from None
-
-
-def _resolve(origin: Path, path: str) -> Path:
-    """Relative paths in a kubeconfig are relative to the file that names them, not to the working directory."""
-    return Path(path) if os.path.isabs(path) else origin.parent / path
-
-
-# Type checks on parsed YAML. Messages name the key, never the value: values may be secrets.
-
-
-def _mapping(value: object, where: str) -> Mapping[str, object]:
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise ConfigError(f"{where} must be a mapping")
-    return value
-
-
-def _seq(value: object, where: str) -> list[object]:
-    if value is None:
-        return []
-    if not isinstance(value, list):
-        raise ConfigError(f"{where} must be a list")
-    return value
-
-
-def _list(value: object, where: str) -> list[Mapping[str, object]]:
-    return [_mapping(item, f"an entry of {where}") for item in _seq(value, where)]
-
-
-def _str_item(value: object, where: str) -> str:
-    if not isinstance(value, str):
-        raise ConfigError(f"{where} must be strings")
-    return value
-
-
-def _opt_str(body: Mapping[str, object], key: str, where: str) -> str | None:
-    value = body.get(key)
-    if value is None or value == "":
-        return None
-    if not isinstance(value, str):
-        raise ConfigError(f"{where}: {key} must be a string")
-    return value
-
-
-def _opt_bool(body: Mapping[str, object], key: str, where: str) -> bool:
-    value = body.get(key, False)
-    if not isinstance(value, bool):
-        raise ConfigError(f"{where}: {key} must be true or false")
-    return value

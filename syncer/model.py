@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import hashlib
 from dataclasses import dataclass, field
 
 
@@ -153,3 +154,29 @@ def _vhost_order(vhost: VirtualHost) -> tuple[int, str]:
 def sort_virtual_hosts(vhosts: list[VirtualHost]) -> tuple[VirtualHost, ...]:
     """Exact hosts, then wildcards, then the any-host entry; alphabetical within a tier."""
     return tuple(sorted(vhosts, key=_vhost_order))
+
+
+def model_to_plain(model: RoutingModel) -> dict[str, object]:
+    """The model as plain data for golden files and debugging; certificates as digests, keys never."""
+
+    def route(r: Route) -> dict[str, object]:
+        return {"name": r.name, "path": r.path, "match": r.match.value, "backend": r.backend, "source": str(r.source)}
+
+    def backend(b: Backend) -> dict[str, object]:
+        endpoints = [
+            (f"[{e.address}]:{e.port}" if ":" in e.address else f"{e.address}:{e.port}") + (" draining" if e.draining else "")
+            for e in b.endpoints
+        ]
+        return {"name": b.name, "service": f"{b.namespace}/{b.service}", "port": b.port, "scheme": b.scheme, "endpoints": endpoints}
+
+    return {
+        "virtual_hosts": [
+            {"hostname": v.hostname, "tls_cert": v.tls_cert, "routes": [route(r) for r in v.routes]} for v in model.virtual_hosts
+        ],
+        "backends": [backend(b) for b in model.backends],
+        "certificates": [
+            {"name": c.name, "source": str(c.source), "cert_sha256": hashlib.sha256(c.cert_pem).hexdigest(), "key": "<redacted>"}
+            for c in model.certificates
+        ],
+        "default_backend": model.default_backend,
+    }

@@ -55,7 +55,7 @@ def object_key(kind: str, obj: KubeObject) -> ObjectKey:
 class Snapshot:
     """All watched objects of one successful fetch. Build with `Snapshot.build`."""
 
-    objects: Mapping[ObjectKey, KubeObject]
+    objects: Mapping[ObjectKey, KubeObject] = field(repr=False)  # Secrets inside: never in a repr
     fingerprints: Mapping[ObjectKey, str] = field(repr=False)
 
     @classmethod

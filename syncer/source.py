@@ -82,8 +82,11 @@ class DirectorySource:
     def fetch(self) -> Snapshot:
         if not self._root.is_dir():
             raise SourceError(f"manifest folder {self._root} does not exist or is not a folder")
+        return self.read_files(sorted(self._manifest_files()))
+
+    def read_files(self, paths: Iterable[Path]) -> Snapshot:
         objects: dict[str, list[KubeObject]] = {r.kind: [] for r in WATCHED_KINDS}
-        for path in sorted(self._manifest_files()):
+        for path in paths:
             for document in _read_documents(path):
                 for obj in _expand_lists(document):
                     accepted = self._accept(path, obj)

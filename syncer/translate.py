@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -62,6 +62,7 @@ class _Builder:
     host_certs: dict[str, str] = field(default_factory=dict)
     default_backend: str | None = None
     slices_by_service: dict[tuple[str, str], list[KubeObject]] = field(default_factory=dict)
+    endpoint_cache: dict[tuple[str, str, int], tuple[Endpoint, ...]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         # One pass over the slices instead of one per backend: nothing quadratic at 10k Services.
@@ -277,14 +278,17 @@ def _resolve_backend(builder: _Builder, source: SourceRef, namespace: str, field
         builder.problem(source, f"{field_path}.service.port.name", "is not a valid port name; path skipped")
         return None
     port_label = str(number) if number is not None else str(port_name)
+    service_port, endpoints = _service_endpoints(builder, source, field_path, namespace, service_name, number, port_name)
+    if service_port is not None:
+        # Named by the Service port it resolves to, so `port: {name: http}` and `port: {number: 80}` share one backend.
+        port_label = str(service_port)
     name = f"{namespace}/{service_name}/{port_label}"
     if name not in builder.backends:
-        endpoints = _endpoints(builder, source, field_path, namespace, service_name, number, port_name)
         builder.backends[name] = Backend(name, namespace, service_name, port_label, endpoints)
     return name
 
 
-def _endpoints(
+def _service_endpoints(
     builder: _Builder,
     source: SourceRef,
     field_path: str,
@@ -292,35 +296,56 @@ def _endpoints(
     service_name: str,
     number: int | None,
     port_name: str | None,
-) -> tuple[Endpoint, ...]:
+) -> tuple[int | None, tuple[Endpoint, ...]]:
+    """The Service port number the reference resolves to (None when it does not) and its ready endpoints."""
     service = builder.snapshot.get("Service", namespace, service_name)
     if service is None:
         builder.problem(source, f"{field_path}.service.name", f"Service {namespace}/{service_name} not found; answering 503")
-        return ()
+        return None, ()
     spec = _mapping(service.get("spec"))
     if spec.get("type") == "ExternalName":
-        builder.problem(source, f"{field_path}.service.name", f"Service {namespace}/{service_name} is ExternalName, which is not supported; answering 503")
-        return ()
+        builder.problem(
+            source,
+            f"{field_path}.service.name",
+            f"Service {namespace}/{service_name} is ExternalName, which is not supported; answering 503",
+        )
+        return None, ()
     service_port = next(
         (
             p
             for p in _list(spec.get("ports"))
-            if isinstance(p, Mapping) and ((number is not None and p.get("port") == number) or (port_name is not None and p.get("name") == port_name))
+            if isinstance(p, Mapping)
+            and ((number is not None and p.get("port") == number) or (port_name is not None and p.get("name") == port_name))
         ),
         None,
     )
-    if service_port is None:
+    resolved = service_port.get("port") if service_port is not None else None
+    if service_port is None or not isinstance(resolved, int) or isinstance(resolved, bool):
         wanted = number if number is not None else port_name
-        builder.problem(source, f"{field_path}.service.port", f"Service {namespace}/{service_name} has no port {wanted}; answering 503")
-        return ()
-    slice_port_name = str(service_port.get("name") or "")
+        builder.problem(
+            source, f"{field_path}.service.port", f"Service {namespace}/{service_name} has no port {wanted}; answering 503"
+        )
+        return None, ()
+    if builder.endpoint_cache.get((namespace, service_name, resolved)) is None:
+        slice_port_name = str(service_port.get("name") or "")
+        builder.endpoint_cache[(namespace, service_name, resolved)] = _ready_endpoints(
+            builder.slices_by_service.get((namespace, service_name), ()), slice_port_name
+        )
+    return resolved, builder.endpoint_cache[(namespace, service_name, resolved)]
+
+
+def _ready_endpoints(slices: Iterable[KubeObject], slice_port_name: str) -> tuple[Endpoint, ...]:
     found: set[Endpoint] = set()
-    for endpoint_slice in builder.slices_by_service.get((namespace, service_name), ()):
+    for endpoint_slice in slices:
         if endpoint_slice.get("addressType") not in ("IPv4", "IPv6"):
             continue  # FQDN slices have no defined semantics
         # A named targetPort can resolve to different numbers per slice: take the slice's own port of that name.
         slice_port = next(
-            (p for p in _list(endpoint_slice.get("ports")) if isinstance(p, Mapping) and str(p.get("name") or "") == slice_port_name),
+            (
+                p
+                for p in _list(endpoint_slice.get("ports"))
+                if isinstance(p, Mapping) and str(p.get("name") or "") == slice_port_name
+            ),
             None,
         )
         port = slice_port.get("port") if slice_port else None

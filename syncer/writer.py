@@ -54,6 +54,8 @@ class FileWriter:
 
     def check(self) -> None:
         """Fails early, naming the path, when the folder is missing or not writable."""
+        if self.output_dir.exists() and not self.output_dir.is_dir():
+            raise WriteError(f"output folder {self.output_dir} is not a folder")
         if not self.output_dir.is_dir():
             raise WriteError(f"output folder {self.output_dir} does not exist; create it (mkdir -p) or mount it")
         if not os.access(self.output_dir, os.W_OK | os.X_OK):

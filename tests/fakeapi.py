@@ -24,10 +24,13 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlsplit
 
 import trustme
+
+if TYPE_CHECKING:
+    from typing import Self
 
 from syncer.resources import WATCHED_KINDS, ResourceKind, resolve_kind
 
@@ -106,42 +109,35 @@ _ROUTES = _routes()
 
 def _label_matches(labels: Mapping[str, str], selector: str) -> bool:
     for term in filter(None, (t.strip() for t in selector.split(","))):
-        if "!=" in term:
-            key, value = term.split("!=", 1)
-            if labels.get(key.strip()) == value.strip():
+        parts = [p.strip() for p in re.split("!=|==?", term, maxsplit=1)]
+        if len(parts) == 1:  # `key` or `!key`
+            if (parts[0].lstrip("!") in labels) == parts[0].startswith("!"):
                 return False
-        elif "=" in term:
-            key, value = re.split("==?", term, maxsplit=1)
-            if labels.get(key.strip()) != value.strip():
-                return False
-        elif term.startswith("!"):
-            if term[1:].strip() in labels:
-                return False
-        elif term not in labels:
+        elif (labels.get(parts[0]) == parts[1]) == ("!=" in term):
             return False
     return True
 
 
-def _field_value(kind: ResourceKind, obj: Obj, name: str) -> str:
-    meta = obj.get("metadata", {})
-    if name == "metadata.name":
-        return str(meta.get("name", ""))
-    if name == "metadata.namespace":
-        return str(meta.get("namespace", ""))
-    if name == "type" and kind.kind == "Secret":
-        return str(obj.get("type", ""))
-    raise _Reply(400, f'"{name}" is not a known field selector: only "metadata.name", "metadata.namespace"')
-
-
-def _field_matches(kind: ResourceKind, obj: Obj, selector: str) -> bool:
+def _field_terms(kind: ResourceKind, selector: str) -> list[tuple[str, str, bool]]:
+    """(field, value, negated) per term; unknown fields are a 400 like the real API."""
+    known = {"metadata.name", "metadata.namespace"} | ({"type"} if kind.kind == "Secret" else set())
+    terms = []
     for term in filter(None, (t.strip() for t in selector.split(","))):
-        negate = "!=" in term
         parts = re.split("!=|==?", term, maxsplit=1)
         if len(parts) != 2:
             raise _Reply(400, f"invalid field selector: {term!r}")
-        if (_field_value(kind, obj, parts[0].strip()) == parts[1].strip()) == negate:
-            return False
-    return True
+        if parts[0].strip() not in known:
+            raise _Reply(400, f'"{parts[0].strip()}" is not a known field selector: only "metadata.name", '
+                              f'"metadata.namespace"')
+        terms.append((parts[0].strip(), parts[1].strip(), "!=" in term))
+    return terms
+
+
+def _field_matches(obj: Obj, terms: list[tuple[str, str, bool]]) -> bool:
+    meta = obj.get("metadata", {})
+    values = {"metadata.name": meta.get("name", ""), "metadata.namespace": meta.get("namespace", ""),
+              "type": obj.get("type", "")}
+    return all((str(values[name]) == value) != negated for name, value, negated in terms)
 
 
 class FakeKubeAPI:
@@ -237,8 +233,9 @@ class FakeKubeAPI:
         self.stop()
         self._tmp.cleanup()
 
-    def __enter__(self) -> FakeKubeAPI:
-        return self.start()
+    def __enter__(self) -> Self:
+        self.start()
+        return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
@@ -397,7 +394,9 @@ class FakeKubeAPI:
             raise _too_large(int(rv), self.revision)
         if rv and rv != "0" and (match == "Exact" or (not match and limit)) and int(rv) != self.revision:
             raise _Reply(410, f"too old resource version: {rv} ({self.revision})", "Expired")
-        query_key = f"{kind.plural}|{ns}|{q.get('labelSelector', '')}|{q.get('fieldSelector', '')}"
+        label_sel, field_sel = q.get("labelSelector", ""), q.get("fieldSelector", "")
+        terms = _field_terms(kind, field_sel)
+        query_key = f"{kind.plural}|{ns}|{label_sel}|{field_sel}"
         if token:
             try:
                 state = json.loads(base64.urlsafe_b64decode(token.encode()))
@@ -417,12 +416,12 @@ class FakeKubeAPI:
             limit = 0  # like the watch cache: RV=0 ignores limit
         scoped = [(k, o) for k, o in snap.items if (ns is None or k.startswith(f"{ns}/")) and k >= start]
         page = scoped[:limit] if limit else scoped
-        label_sel, field_sel = q.get("labelSelector", ""), q.get("fieldSelector", "")
         items = [copy.deepcopy(o) for _, o in page
-                 if _label_matches(o["metadata"].get("labels") or {}, label_sel)
-                 and _field_matches(kind, o, field_sel)]
+                 if _label_matches(o["metadata"].get("labels") or {}, label_sel) and _field_matches(o, terms)]
         meta: Obj = {"resourceVersion": str(revision)}
         if limit and len(scoped) > limit:
+            now = time.monotonic()
+            self._snapshots = {k: s for k, s in self._snapshots.items() if now - s.created <= self.continue_ttl}
             self._snapshots.setdefault((revision, kind.plural), snap)
             state = {"v": "meta.k8s.io/v1", "rv": revision, "start": page[-1][0] + "\x00", "q": query_key}
             meta["continue"] = base64.urlsafe_b64encode(json.dumps(state).encode()).decode()
@@ -447,7 +446,7 @@ def _make_handler(api: FakeKubeAPI) -> type[BaseHTTPRequestHandler]:
             except OSError:
                 pass
 
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+        def log_message(self, format: str, *args: Any) -> None:
             pass
 
         def do_GET(self) -> None:
@@ -475,11 +474,8 @@ def _make_handler(api: FakeKubeAPI) -> type[BaseHTTPRequestHandler]:
 
         def _client_cn(self) -> str | None:
             cert = self.connection.getpeercert() if isinstance(self.connection, ssl.SSLSocket) else None
-            for rdn in (cert or {}).get("subject", ()):
-                for key, value in rdn:
-                    if key == "commonName":
-                        return str(value)
-            return None
+            names = [attr for rdn in (cert or {}).get("subject", ()) for attr in rdn]
+            return next((str(attr[1]) for attr in names if attr[0] == "commonName"), None)
 
         def _apply(self, fault: _Fault, req: RecordedRequest) -> bool:
             """Acts out a fault; True when the response has been dealt with."""

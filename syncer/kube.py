@@ -1,0 +1,537 @@
+"""The Kubernetes API client: paginated, retried LIST calls over HTTPS. Does network I/O; the only module importing requests.
+
+Everything `requests`/`urllib3` can raise is turned into the KubeError tree here (kopf's rule: the HTTP
+library stays behind one module). Error messages and log lines name the resource, the URL path and the
+server's Status message; never a token, a key, or a request header.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import logging
+import os
+import random
+import shutil
+import ssl
+import tempfile
+import time
+import warnings
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import requests
+import urllib3
+from requests.adapters import HTTPAdapter
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception_type,
+    stop_after_attempt,
+    stop_before_delay,
+)
+
+from syncer import __version__
+from syncer.errors import (
+    ConfigError,
+    KubeBadResponse,
+    KubeError,
+    KubeExpired,
+    KubeForbidden,
+    KubeNotFound,
+    KubeRequestError,
+    KubeUnauthorized,
+    KubeUnavailable,
+)
+from syncer.kubeconfig import ClusterConfig, Credential
+from syncer.resources import ResourceKind, resolve_kind
+
+if TYPE_CHECKING:
+    from typing import Self
+
+log = logging.getLogger("syncer.kube")
+
+Obj = dict[str, Any]
+_ListKey = tuple[str, str, str | None, str, str]  # (group, plural, namespace, labelSelector, fieldSelector)
+
+
+@dataclass(frozen=True, slots=True)
+class ListResult:
+    """One consistent LIST: every item was read at `resource_version` (a cluster-wide revision, not a change marker)."""
+
+    kind: ResourceKind
+    items: tuple[Obj, ...]
+    resource_version: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Reply:
+    status: int
+    headers: Mapping[str, str]
+    body: bytes
+
+
+class _Transient(Exception):
+    """A failure worth retrying; becomes KubeUnavailable (or KubeBadResponse) when the attempts run out."""
+
+    def __init__(self, reason: str, *, retry_after: float | None = None, status: int | None = None,
+                 bad_body: bool = False, too_large_rv: bool = False) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.retry_after = retry_after
+        self.status = status
+        self.bad_body = bad_body
+        self.too_large_rv = too_large_rv
+
+
+class _TooLargeResourceVersion(KubeUnavailable):
+    """NotOlderThan kept answering 504 "Too large resource version": the list falls back to RV unset."""
+
+
+class _ClusterAdapter(HTTPAdapter):
+    """Pins TLS to one SSLContext: trust, client certificate and verify name come from the kubeconfig only.
+
+    requests lets REQUESTS_CA_BUNDLE/CURL_CA_BUNDLE replace a Session's `verify`, and a CA path that reaches
+    urllib3 is *added* to the context (load_verify_locations). Both paths are cut here: the pool key always
+    carries our context and the per-connection CA/cert attributes are cleared.
+    """
+
+    def __init__(self, context: ssl.SSLContext, server_hostname: str | None) -> None:
+        self._context = context
+        self._tls_kwargs: dict[str, Any] = {"ssl_context": context}
+        if server_hostname:
+            self._tls_kwargs["server_hostname"] = server_hostname  # SNI and the name the certificate must carry
+        super().__init__(max_retries=0)  # tenacity retries; urllib3 must not retry behind its back
+
+    def init_poolmanager(self, connections: int, maxsize: int, block: bool = False, **pool_kwargs: Any) -> None:
+        super().init_poolmanager(connections, maxsize, block, **pool_kwargs, **self._tls_kwargs)
+
+    def build_connection_pool_key_attributes(self, request: requests.PreparedRequest, verify: object,
+                                             cert: object = None) -> tuple[dict[str, Any], dict[str, Any]]:
+        host_params, _ = super().build_connection_pool_key_attributes(request, True, None)
+        return host_params, {**self._tls_kwargs, "cert_reqs": self._cert_reqs()}
+
+    def cert_verify(self, conn: Any, url: str, verify: object, cert: object) -> None:
+        conn.cert_reqs = self._cert_reqs()
+        conn.ca_certs = conn.ca_cert_dir = None
+        conn.cert_file = conn.key_file = None
+
+    def _cert_reqs(self) -> str:
+        return "CERT_NONE" if self._context.verify_mode == ssl.CERT_NONE else "CERT_REQUIRED"
+
+
+def _load_cert_chain(context: ssl.SSLContext, cert_pem: bytes, key_pem: bytes) -> None:
+    """ssl only loads client certificates from files: a private 0700 dir, 0600 files, deleted right after."""
+    folder = tempfile.mkdtemp(prefix="syncer-tls-")  # mkdtemp creates it 0700
+    try:
+        paths = []
+        for name, data in (("client.crt", cert_pem), ("client.key", key_pem)):
+            path = os.path.join(folder, name)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+            paths.append(path)
+        context.load_cert_chain(paths[0], paths[1])
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _status_of(reply: _Reply) -> tuple[str, str, Obj]:
+    """(message, reason, details) of a Status body; plain-text bodies (APF 429s, proxies) give their first line."""
+    try:
+        body = json.loads(reply.body)
+    except ValueError:
+        body = None
+    if isinstance(body, dict) and body.get("kind") == "Status":
+        details = body.get("details")
+        return str(body.get("message", "")), str(body.get("reason", "")), details if isinstance(details, dict) else {}
+    text = reply.body.decode("utf-8", "replace").strip().splitlines()
+    return (text[0][:200] if text else ""), "", {}
+
+
+def _retry_after(value: str | None) -> float | None:
+    try:
+        seconds = float(value) if value else None
+    except ValueError:
+        return None  # an HTTP-date: the API server never sends one; plain backoff applies
+    return seconds if seconds is not None and seconds >= 0 else None
+
+
+def _exception_chain(exc: BaseException) -> Iterator[BaseException]:
+    """The exception and what it wraps (urllib3 nests reasons in args and `.reason`), bounded."""
+    seen: list[BaseException] = []
+    todo = [exc]
+    while todo and len(seen) < 20:
+        current = todo.pop(0)
+        if any(current is s for s in seen):
+            continue
+        seen.append(current)
+        yield current
+        nested = [current.__cause__, current.__context__, getattr(current, "reason", None), *current.args]
+        todo.extend(n for n in nested if isinstance(n, BaseException))
+
+
+def _describe_transport_error(exc: BaseException) -> str:
+    chain = list(_exception_chain(exc))
+    checks: tuple[tuple[type[BaseException], str], ...] = (
+        (ConnectionRefusedError, "connection refused"),
+        (ConnectionResetError, "connection reset by peer"),
+        (http.client.RemoteDisconnected, "server closed the connection without a response"),
+        (urllib3.exceptions.NameResolutionError, "host name could not be resolved"),
+        (urllib3.exceptions.ReadTimeoutError, "read timed out"),
+        (urllib3.exceptions.ConnectTimeoutError, "connect timed out"),
+        (http.client.IncompleteRead, "response body cut short"),
+        (urllib3.exceptions.ProxyError, "proxy failed"),
+    )
+    for kind, text in checks:
+        if any(isinstance(e, kind) for e in chain):
+            return text
+    root = chain[-1]
+    return f"{type(root).__name__}: {str(root)[:200]}"
+
+
+def _is_certificate_error(exc: BaseException) -> bool:
+    return any(isinstance(e, ssl.SSLCertVerificationError) or "CERTIFICATE_VERIFY_FAILED" in str(e)
+               for e in _exception_chain(exc))
+
+
+class KubeClient:
+    """LISTs watched resources from one API server. Not thread-safe: use one client per thread."""
+
+    def __init__(self, cluster: ClusterConfig, *, page_size: int = 500, connect_timeout: float = 5.0,
+                 read_timeout: float = 30.0, max_attempts: int = 5, max_backoff: float = 30.0,
+                 backoff_base: float = 0.5, retry_after_cap: float = 32.0, max_elapsed: float = 120.0,
+                 max_restarts: int = 3, max_pages: int = 10_000, sleep: Callable[[float], None] = time.sleep,
+                 user_agent: str = f"ingress-syncer/{__version__}") -> None:
+        self._cluster = cluster
+        self._server = cluster.server.rstrip("/")
+        self._page_size = page_size
+        self._timeout = (connect_timeout, read_timeout)
+        self._max_attempts = max(1, max_attempts)
+        self._max_backoff = max_backoff
+        self._backoff_base = backoff_base
+        self._retry_after_cap = retry_after_cap
+        self._max_elapsed = max_elapsed
+        self._max_restarts = max_restarts
+        self._max_pages = max_pages
+        self._sleep = sleep
+        self._last_rv: dict[_ListKey, str] = {}
+        self._warnings_seen: set[str] = set()
+        self._secrets: set[str] = set()  # credential strings scrubbed from any text we raise or log
+        self._headers = {
+            "User-Agent": user_agent,
+            "Accept": "application/json",
+            # The API server gzips only above 128 KiB; disable-compression trades bandwidth for CPU.
+            "Accept-Encoding": "identity" if cluster.disable_compression else "gzip",
+        }
+        self._client_cert: tuple[bytes, bytes] | None = None
+        # trust_env=False: no REQUESTS_CA_BUNDLE override of our CA, no ~/.netrc Authorization replacing the
+        # bearer token. Proxies are then explicit: kubeconfig proxy-url, else HTTPS_PROXY/HTTP_PROXY/NO_PROXY read
+        # once here (what client-go does with http.ProxyFromEnvironment).
+        self._session = requests.Session()
+        self._session.trust_env = False
+        if cluster.proxy_url:
+            self._proxies = {"http": cluster.proxy_url, "https": cluster.proxy_url}
+        else:
+            self._proxies = dict(requests.utils.get_environ_proxies(self._server))
+        if self._proxies:
+            log.info("using a proxy for %s (%s)", self._server, "kubeconfig proxy-url" if cluster.proxy_url
+                     else "HTTPS_PROXY/HTTP_PROXY environment")
+        if cluster.insecure_skip_tls_verify:
+            log.warning("TLS verification of %s is disabled (insecure-skip-tls-verify)", self._server)
+        self._mount(self._build_context(None))
+
+    # --- TLS -------------------------------------------------------------------------------------
+    def _build_context(self, client_cert: tuple[bytes, bytes] | None) -> ssl.SSLContext:
+        cluster = self._cluster
+        try:
+            if cluster.insecure_skip_tls_verify:
+                context = ssl.create_default_context()
+                context.check_hostname = False
+                context.verify_mode = ssl.CERT_NONE
+            elif cluster.ca_pem:
+                # Only the cluster CA, like client-go: the system store does not vouch for an API server.
+                context = ssl.create_default_context(cadata=cluster.ca_pem.decode("ascii", "replace"))
+            else:
+                context = ssl.create_default_context()
+        except (ssl.SSLError, ValueError) as exc:
+            raise ConfigError(f"the certificate authority of {cluster.describe or self._server} is not valid PEM: "
+                              f"{exc}") from None
+        if client_cert is not None:
+            try:
+                _load_cert_chain(context, *client_cert)
+            except (ssl.SSLError, OSError, ValueError) as exc:
+                raise KubeRequestError(f"the client certificate/key of {cluster.describe or self._server} could "
+                                       f"not be loaded ({type(exc).__name__}: {getattr(exc, 'reason', '') or 'bad PEM'}"
+                                       f"); check client-certificate-data/client-key-data") from None
+        return context
+
+    def _mount(self, context: ssl.SSLContext) -> None:
+        adapter = _ClusterAdapter(context, self._cluster.tls_server_name)
+        for prefix in ("https://", "http://"):
+            old = self._session.adapters.get(prefix)
+            self._session.mount(prefix, adapter)
+            if old is not None and old is not adapter:
+                old.close()
+
+    def _use_credential(self, cred: Credential) -> dict[str, str]:
+        """Headers for this credential; rebuilds the TLS context when an exec plugin rotated the client cert."""
+        cert = (cred.client_cert_pem, cred.client_key_pem) if cred.client_cert_pem and cred.client_key_pem else None
+        if cert != self._client_cert:
+            self._mount(self._build_context(cert))
+            self._client_cert = cert
+        headers = dict(self._headers)
+        if cred.token:
+            self._secrets.add(cred.token)
+            headers["Authorization"] = f"Bearer {cred.token}"
+        return headers
+
+    def _scrub(self, text: str) -> str:
+        for secret in self._secrets:
+            text = text.replace(secret, "<redacted>")
+        return text
+
+    # --- one HTTP GET ----------------------------------------------------------------------------
+    @contextmanager
+    def _quiet_insecure(self) -> Iterator[None]:
+        # The operator chose insecure-skip-tls-verify and was warned once at start; not once per request.
+        with warnings.catch_warnings():
+            if self._cluster.insecure_skip_tls_verify:
+                warnings.simplefilter("ignore", urllib3.exceptions.InsecureRequestWarning)
+            yield
+
+    def _send(self, path: str, params: Mapping[str, str], headers: Mapping[str, str], resource: str) -> _Reply:
+        url = self._server + path
+        try:
+            with self._quiet_insecure():
+                response = self._session.get(url, params=params, headers=headers, timeout=self._timeout,
+                                             proxies=self._proxies, allow_redirects=False)
+                with response:
+                    body = response.content  # reads the whole body: truncation and gzip errors surface here
+            return _Reply(response.status_code, response.headers, body)
+        except requests.exceptions.SSLError as exc:
+            if _is_certificate_error(exc):
+                # A wrong CA or name does not fix itself: fail now instead of retrying.
+                raise KubeUnavailable(
+                    f"TLS verification of {self._server} failed while listing {resource}: "
+                    f"{self._scrub(_describe_tls_error(exc))}; check certificate-authority(-data) and "
+                    f"tls-server-name in {self._cluster.describe or 'the cluster config'}",
+                    resource=resource) from None
+            raise _Transient(f"TLS error: {self._scrub(_describe_transport_error(exc))}") from None
+        except requests.exceptions.InvalidHeader:
+            # requests quotes the offending header value (the token) in its message: never pass it on.
+            raise KubeRequestError(f"cannot list {resource}: the credential holds characters not allowed in an "
+                                   "HTTP header (a stray newline in the token?)", resource=resource) from None
+        except (requests.exceptions.InvalidURL, requests.exceptions.MissingSchema,
+                requests.exceptions.InvalidSchema, requests.exceptions.InvalidProxyURL) as exc:
+            raise KubeRequestError(f"cannot list {resource}: invalid API server or proxy URL "
+                                   f"({type(exc).__name__})", resource=resource) from None
+        except requests.exceptions.ConnectTimeout:
+            raise _Transient(f"connect timed out after {self._timeout[0]}s") from None
+        except requests.exceptions.ReadTimeout:
+            raise _Transient(f"read timed out after {self._timeout[1]}s") from None
+        except (requests.exceptions.ChunkedEncodingError, requests.exceptions.ContentDecodingError) as exc:
+            raise _Transient(f"response body broken: {self._scrub(_describe_transport_error(exc))}",
+                             bad_body=True) from None
+        except (requests.exceptions.RequestException, urllib3.exceptions.HTTPError, http.client.HTTPException,
+                OSError) as exc:
+            raise _Transient(self._scrub(_describe_transport_error(exc))) from None
+
+    def _get_once(self, path: str, params: Mapping[str, str], kind: ResourceKind, namespace: str | None,
+                  refreshed: list[bool]) -> Obj:
+        resource = kind.rbac_resource
+        reply = self._send(path, params, self._use_credential(self._cluster.credentials.current()), resource)
+        if reply.status == 401 and not refreshed[0]:
+            # Tokens rotate (projected service-account tokens, exec plugins): refresh once, like client-go.
+            refreshed[0] = True
+            log.info("401 Unauthorized listing %s; refreshing credentials and retrying once", resource)
+            self._cluster.credentials.invalidate()
+            reply = self._send(path, params, self._use_credential(self._cluster.credentials.current()), resource)
+        self._log_warnings(reply, resource)
+        if reply.status == 200:
+            return self._parse_list(reply)
+        message, reason, details = _status_of(reply)
+        message = self._scrub(message)
+        server_said = f"; server said: {message}" if message else ""
+        scope = f'namespace "{namespace}"' if namespace and kind.namespaced else "cluster-wide"
+        status = reply.status
+        if status == 401:
+            raise KubeUnauthorized(f"unauthorized: the API server refused the credentials from "
+                                   f"{self._cluster.describe or 'the cluster config'} for list {resource}, even after "
+                                   f"refreshing them{server_said}", resource=resource, status=status)
+        if status == 403:
+            group = f'API group "{kind.group}"' if kind.group else 'the core API group ("")'
+            raise KubeForbidden(f'forbidden: cannot list {resource} ({scope}): grant verb "list" on resource '
+                                f'"{kind.plural}" in {group}{server_said}', resource=resource, verb="list",
+                                status=status)
+        if status == 404:
+            raise KubeNotFound(f"not found: {resource} is not served at {path} (is API version "
+                               f"{kind.api_version} enabled on this cluster?){server_said}",
+                               resource=resource, status=status)
+        if status == 410:
+            raise KubeExpired(f"expired: list of {resource} ({reason or 'Gone'}){server_said}", resource=resource,
+                              status=status)
+        if status == 429 or status >= 500:
+            hint = details.get("retryAfterSeconds")
+            retry_after = _retry_after(reply.headers.get("Retry-After"))
+            if retry_after is None and isinstance(hint, (int, float)) and not isinstance(hint, bool):
+                retry_after = float(hint)
+            causes = details.get("causes")
+            causes = causes if isinstance(causes, list) else []
+            too_large = any(isinstance(c, dict) and c.get("reason") == "ResourceVersionTooLarge" for c in causes) \
+                or "Too large resource version" in message
+            raise _Transient(f"HTTP {status} {reason or http.client.responses.get(status, '')}".strip() + server_said,
+                             retry_after=retry_after, status=status, too_large_rv=too_large)
+        raise KubeRequestError(f"list {resource} refused: HTTP {status} {reason}".rstrip() + server_said,
+                               resource=resource, status=status)
+
+    def _parse_list(self, reply: _Reply) -> Obj:
+        try:
+            body = json.loads(reply.body)
+        except ValueError:
+            ctype = reply.headers.get("Content-Type", "?")
+            raise _Transient(f"response is not JSON (Content-Type {ctype}, {len(reply.body)} bytes)",
+                             bad_body=True) from None
+        meta = body.get("metadata") if isinstance(body, dict) else None
+        items = body.get("items") if isinstance(body, dict) else None
+        if items is None and isinstance(body, dict):
+            items = []  # Go encodes an empty slice as null
+        if not isinstance(meta, dict) or not isinstance(items, list) or not all(isinstance(i, dict) for i in items) \
+                or not isinstance(meta.get("resourceVersion", ""), str) \
+                or not isinstance(meta.get("continue", ""), str):
+            raise _Transient("response is JSON but not a list (no metadata/items)", bad_body=True)
+        return {"metadata": meta, "items": items}
+
+    def _log_warnings(self, reply: _Reply, resource: str) -> None:
+        text = reply.headers.get("Warning")
+        if text and text not in self._warnings_seen:
+            self._warnings_seen.add(text)
+            log.warning("API server warning while listing %s: %s", resource, self._scrub(text))
+
+    def _wait(self, state: RetryCallState) -> float:
+        exc = state.outcome.exception() if state.outcome is not None else None
+        if isinstance(exc, _Transient) and exc.retry_after is not None:
+            # APF computes Retry-After per priority level (1-32 s); a little jitter spreads the herd.
+            return min(exc.retry_after, self._retry_after_cap) + random.uniform(0, self._backoff_base)
+        window = min(self._max_backoff, self._backoff_base * 2.0 ** (state.attempt_number - 1))
+        return window / 2 + random.uniform(0, window / 2)  # "equal jitter": never zero, never in lockstep
+
+    def _get(self, path: str, params: Mapping[str, str], kind: ResourceKind, namespace: str | None) -> Obj:
+        resource = kind.rbac_resource
+        refreshed = [False]  # the 401 refresh happens once per request, retries included
+
+        def before_sleep(state: RetryCallState) -> None:
+            exc = state.outcome.exception() if state.outcome is not None else None
+            wait = state.next_action.sleep if state.next_action is not None else 0.0
+            log.warning("list %s at %s: %s; retry %d/%d in %.2fs", resource, path, exc, state.attempt_number + 1,
+                        self._max_attempts, wait)
+
+        retrying = Retrying(
+            stop=stop_after_attempt(self._max_attempts) | stop_before_delay(self._max_elapsed),
+            wait=self._wait, retry=retry_if_exception_type(_Transient), sleep=self._sleep,
+            before_sleep=before_sleep, reraise=True)
+        started = time.monotonic()
+        try:
+            return retrying(self._get_once, path, params, kind, namespace, refreshed)
+        except _Transient as exc:
+            attempts = retrying.statistics.get("attempt_number", 1)
+            text = (f"list {resource} at {self._server}{path} failed after {attempts} attempt(s) in "
+                    f"{time.monotonic() - started:.1f}s; last failure: {exc.reason}")
+            log.warning("giving up: %s", text)
+            if exc.bad_body:
+                raise KubeBadResponse(f"bad response: {text}", resource=resource, status=exc.status) from None
+            error = _TooLargeResourceVersion if exc.too_large_rv else KubeUnavailable
+            raise error(f"API server unavailable: {text}", resource=resource, status=exc.status) from None
+
+    # --- LIST ------------------------------------------------------------------------------------
+    def list(self, kind: str | ResourceKind, namespace: str | None = None, label_selector: str | None = None,
+             field_selector: str | None = None) -> ListResult:
+        """All items of `kind` (cluster-wide, or in `namespace`) matching the selectors, from one revision.
+
+        Which revision: the first list of a (resource, namespace, selectors) key leaves resourceVersion unset,
+        the most recent state, served paginated. Later lists of the same key send
+        `resourceVersionMatch=NotOlderThan&resourceVersion=<RV of the last list of that key>`: the API server
+        answers from its watch cache (cheap, unlike a quorum read of etcd) and never with anything older than
+        what we already saw, so a diff against the previous snapshot cannot see phantom deletes. RV=0 would be
+        as cheap but may go back in time (another apiserver, a stale cache) and ignores `limit`.
+        A 410 (continue token or RV too old) restarts the whole list with RV unset; collected pages are
+        dropped, never spliced with pages from another revision.
+        """
+        rk = resolve_kind(kind)
+        ns = namespace if rk.namespaced else None
+        fields = ",".join(s for s in (rk.field_selector, field_selector) if s)
+        key: _ListKey = (rk.group, rk.plural, ns, label_selector or "", fields)
+        params = {"labelSelector": label_selector or "", "fieldSelector": fields}
+        params = {k: v for k, v in params.items() if v}
+        if self._page_size > 0:
+            params["limit"] = str(self._page_size)
+        since = self._last_rv.get(key)
+        last: KubeError | None = None
+        for restart in range(max(0, self._max_restarts) + 1):
+            try:
+                result = self._list_pages(rk, ns, params, since)
+            except KubeExpired as exc:
+                log.warning("list %s: %s; restarting the list from scratch (%d/%d)", rk.rbac_resource, exc,
+                            restart + 1, self._max_restarts)
+                last = exc
+            except _TooLargeResourceVersion as exc:
+                # The cluster's revision went backwards (etcd restored from backup?) or this apiserver's cache
+                # is stuck behind: what we saw last is no longer a usable lower bound.
+                log.warning("list %s: %s; listing with resourceVersion unset instead", rk.rbac_resource, exc)
+                last = exc
+            else:
+                self._last_rv[key] = result.resource_version
+                return result
+            since = None
+        raise KubeExpired(f"list {rk.rbac_resource} could not complete: {self._max_restarts + 1} tries in a row "
+                          f"expired or were refused (last: {last}); the collection may be too large to page "
+                          f"through before continue tokens expire, try a bigger page size",
+                          resource=rk.rbac_resource, status=last.status if last else None)
+
+    def _list_pages(self, kind: ResourceKind, namespace: str | None, params: Mapping[str, str],
+                    since: str | None) -> ListResult:
+        path = kind.list_path(namespace)
+        first = dict(params)
+        if since:
+            first.update(resourceVersionMatch="NotOlderThan", resourceVersion=since)
+        items: list[Obj] = []
+        list_rv: str | None = None
+        page_params = first
+        tokens_seen: set[str] = set()
+        for _ in range(self._max_pages):
+            page = self._get(path, page_params, kind, namespace)
+            items.extend(page["items"])
+            meta = page["metadata"]
+            if list_rv is None:
+                list_rv = str(meta.get("resourceVersion", ""))
+            token = meta.get("continue") or ""
+            if not token:  # only `continue` says "more": pages may be short or empty with selectors
+                return ListResult(kind, tuple(items), list_rv)
+            if token in tokens_seen:
+                raise KubeBadResponse(f"bad response: list {kind.rbac_resource} at {path} returned the same "
+                                      "continue token twice", resource=kind.rbac_resource)
+            tokens_seen.add(token)
+            # Continuation pages repeat the query except resourceVersion(Match): the token pins the revision,
+            # and the API server refuses both together (400/422), as client-go's pager knows.
+            page_params = {**params, "continue": token}
+        raise KubeBadResponse(f"bad response: list {kind.rbac_resource} at {path} did not end after "
+                              f"{self._max_pages} pages", resource=kind.rbac_resource)
+
+    # --- lifecycle -------------------------------------------------------------------------------
+    def close(self) -> None:
+        self._session.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def _describe_tls_error(exc: BaseException) -> str:
+    for error in _exception_chain(exc):
+        if isinstance(error, ssl.SSLCertVerificationError):
+            return f"{error.verify_message or error.reason} (certificate verify failed)"
+    return _describe_transport_error(exc)

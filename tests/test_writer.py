@@ -1,0 +1,158 @@
+"""The writer: atomic replace, unchanged-skip, manifest-based pruning, file modes, preview, failures."""
+
+from __future__ import annotations
+
+import os
+import stat
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from syncer.errors import WriteError
+from syncer.writer import MANIFEST_NAME, FileWriter, atomic_write, file_mode, redact
+
+KEY_PEM = b"-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBg\n-----END PRIVATE KEY-----\n"
+
+
+def mode_of(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_writes_files_and_manifest(tmp_path: Path) -> None:
+    result = FileWriter(tmp_path).write({"a.yaml": b"a: 1\n", "sub/b.json": b"{}\n"})
+    assert result.written == ("a.yaml", "sub/b.json")
+    assert (tmp_path / "a.yaml").read_bytes() == b"a: 1\n"
+    assert (tmp_path / "sub/b.json").read_bytes() == b"{}\n"
+    assert FileWriter(tmp_path).owned_files() == ["a.yaml", "sub/b.json"]
+    assert mode_of(tmp_path / "a.yaml") == 0o644
+
+
+def test_unchanged_bytes_are_not_rewritten(tmp_path: Path) -> None:
+    writer = FileWriter(tmp_path)
+    writer.write({"a.yaml": b"a: 1\n"})
+    target = tmp_path / "a.yaml"
+    os.utime(target, ns=(1_000_000_000, 1_000_000_000))
+    inode = target.stat().st_ino
+    result = writer.write({"a.yaml": b"a: 1\n"})
+    assert result.written == () and result.unchanged == ("a.yaml",) and not result.changed
+    assert target.stat().st_mtime_ns == 1_000_000_000
+    assert target.stat().st_ino == inode
+
+
+def test_changed_file_is_replaced_by_rename(tmp_path: Path) -> None:
+    writer = FileWriter(tmp_path)
+    writer.write({"a.yaml": b"a: 1\n"})
+    inode = (tmp_path / "a.yaml").stat().st_ino
+    writer.write({"a.yaml": b"a: 2\n"})
+    assert (tmp_path / "a.yaml").read_bytes() == b"a: 2\n"
+    assert (tmp_path / "a.yaml").stat().st_ino != inode  # a new file renamed into place, never an in-place write
+
+
+def test_stale_owned_files_are_pruned_foreign_files_kept(tmp_path: Path) -> None:
+    (tmp_path / "mine-not.yaml").write_bytes(b"hand written\n")
+    writer = FileWriter(tmp_path)
+    writer.write({"a.yaml": b"1", "b.yaml": b"2"})
+    result = writer.write({"a.yaml": b"1"})
+    assert result.removed == ("b.yaml",)
+    assert not (tmp_path / "b.yaml").exists()
+    assert (tmp_path / "mine-not.yaml").read_bytes() == b"hand written\n"
+    assert writer.owned_files() == ["a.yaml"]
+
+
+def test_key_files_are_owner_only_even_with_a_permissive_umask(tmp_path: Path) -> None:
+    old = os.umask(0)
+    try:
+        FileWriter(tmp_path).write({"certs.yaml": b"key: |\n" + KEY_PEM, "plain.yaml": b"x: 1\n"})
+    finally:
+        os.umask(old)
+    assert mode_of(tmp_path / "certs.yaml") == 0o600
+    assert mode_of(tmp_path / "plain.yaml") == 0o644
+    assert file_mode(KEY_PEM) == 0o600
+
+
+def test_no_temp_files_are_left_behind(tmp_path: Path) -> None:
+    writer = FileWriter(tmp_path)
+    for i in range(5):
+        writer.write({"a.yaml": f"n: {i}\n".encode()})
+    assert sorted(p.name for p in tmp_path.iterdir()) == [MANIFEST_NAME, "a.yaml"]
+
+
+@pytest.mark.parametrize("name", ["../escape.yaml", "/abs.yaml", "", MANIFEST_NAME, "a/../../b"])
+def test_unsafe_names_are_refused(tmp_path: Path, name: str) -> None:
+    with pytest.raises(WriteError, match="unsafe file name"):
+        FileWriter(tmp_path).write({name: b"x"})
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_missing_output_folder_is_named(tmp_path: Path) -> None:
+    missing = tmp_path / "nope"
+    with pytest.raises(WriteError, match=str(missing)):
+        FileWriter(missing).write({"a.yaml": b"x"})
+
+
+def test_output_path_that_is_a_file_is_named(tmp_path: Path) -> None:
+    not_a_folder = tmp_path / "file"
+    not_a_folder.write_bytes(b"")
+    with pytest.raises(WriteError, match=f"{not_a_folder} is not a folder"):
+        FileWriter(not_a_folder).check()
+
+
+def test_failed_write_keeps_the_previous_file(tmp_path: Path) -> None:
+    writer = FileWriter(tmp_path)
+    writer.write({"a.yaml": b"good\n", "b.yaml": b"good\n"})
+    # A folder where a file must go makes the rename fail mid-cycle, like a full or broken disk would.
+    (tmp_path / "c.yaml").mkdir()
+    with pytest.raises(WriteError, match="c.yaml"):
+        writer.write({"a.yaml": b"good\n", "c.yaml": b"new\n"})
+    assert (tmp_path / "a.yaml").read_bytes() == b"good\n"
+    assert (tmp_path / "b.yaml").read_bytes() == b"good\n"  # not pruned: the cycle did not complete
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_preview_shows_a_diff_and_writes_nothing(tmp_path: Path) -> None:
+    writer = FileWriter(tmp_path)
+    writer.write({"a.yaml": b"a: 1\n", "old.yaml": b"x\n"})
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    text = writer.preview({"a.yaml": b"a: 2\n", "key.yaml": KEY_PEM})
+    assert "-a: 1" in text and "+a: 2" in text
+    assert "a/old.yaml" in text and "+++ /dev/null" in text
+    assert "MIIEvQIBADANBg" not in text and "redacted" in text
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+
+
+def test_redact_hides_every_private_key_block() -> None:
+    assert "MIIE" not in redact("x\n" + KEY_PEM.decode() + "y\n" + KEY_PEM.decode().replace("PRIVATE", "EC PRIVATE"))
+
+
+def test_readers_never_see_a_partial_or_empty_file(tmp_path: Path) -> None:
+    """A reader in a tight loop while the writer replaces the file many times only ever sees whole versions."""
+    target = tmp_path / "config.yaml"
+    versions = [(f"version: {i}\n" + "x" * (50_000 + 997 * i) + "\nend\n").encode() for i in range(40)]
+    valid = set(versions)
+    atomic_write(target, versions[0], 0o644)
+    seen_bad: list[int] = []
+    reads = 0
+    done = threading.Event()
+
+    def reader() -> None:
+        nonlocal reads
+        deadline = time.monotonic() + 30
+        while not done.is_set() and time.monotonic() < deadline:
+            content = target.read_bytes()
+            reads += 1
+            if content not in valid:
+                seen_bad.append(len(content))
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    try:
+        for round_ in range(5):
+            for content in versions:
+                atomic_write(target, content, 0o644)
+    finally:
+        done.set()
+        thread.join(timeout=35)
+    assert reads > 50, "the reader did not run concurrently"
+    assert seen_bad == []
