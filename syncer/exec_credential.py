@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import subprocess
@@ -20,6 +21,8 @@ from syncer.kubeconfig_file import (
     opt_str,
     resolve_path,
 )
+
+log = logging.getLogger(__name__)
 
 SUPPORTED_API_VERSIONS = ("client.authentication.k8s.io/v1", "client.authentication.k8s.io/v1beta1")
 EXEC_TIMEOUT = 30.0  # a plugin that waits for a browser login would otherwise hang the sync loop forever
@@ -128,12 +131,14 @@ def run_exec_plugin(
         ) from None
     except OSError as exc:
         raise ConfigError(f"{where}: cannot start it: {exc.strerror}") from None
+    tail = proc.stderr.decode("utf-8", "replace").strip()[-_STDERR_TAIL:]
     if proc.returncode != 0:
         # stdout may hold a partial credential, so only stderr is quoted.
-        tail = proc.stderr.decode("utf-8", "replace").strip()[-_STDERR_TAIL:]
         status = f"exit status {proc.returncode}" if proc.returncode > 0 else f"signal {-proc.returncode}"
         said = f"; its stderr ends with:\n{tail}" if tail else " and wrote nothing to stderr"
         raise ConfigError(f"{where} failed with {status}{said}")
+    if tail:
+        log.debug("%s wrote to stderr: %s", where, tail)  # kubectl shows it; here it would flood the log each refresh
     return parse_exec_output(proc.stdout, config.api_version, where)
 
 

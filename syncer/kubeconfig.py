@@ -358,7 +358,7 @@ def _credentials(
 ) -> CredentialSource:
     if entry is None:
         return _ANONYMOUS
-    where, label = f"user {entry.where}", f"user {entry.name!r}"
+    where = f"user {entry.where}"
     for unsupported, why in _UNSUPPORTED.items():
         if entry.body.get(unsupported) not in (None, "", [], {}):
             raise ConfigError(f"{where}: {why}")
@@ -375,12 +375,12 @@ def _credentials(
     if token_file:
         path = resolve_path(entry.origin, token_file)
         tokens = TokenFileSource(
-            path, label=label, client_cert_pem=cert, client_key_pem=key, clock=clock or time.monotonic
+            path, label=where, client_cert_pem=cert, client_key_pem=key, clock=clock or time.monotonic
         )
         tokens.current()  # an unreadable file is a configuration error now, not a 401 later
         return tokens
     if token is not None or cert is not None or exec_body is None:
-        return StaticCredentialSource(Credential(token, cert, key), label=label)
+        return StaticCredentialSource(Credential(token, cert, key), label=where)
     config = parse_exec_config(entry)
     return ExecCredentialSource(
         config, environ=env, cluster=cluster_info if config.provide_cluster_info else None, clock=clock or time.time

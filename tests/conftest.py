@@ -1,4 +1,4 @@
-"""Shared pytest fixtures: fake Kubernetes API servers on loopback. Does network I/O (127.0.0.1 only)."""
+"""Shared pytest options and fixtures: the golden-file update flag, fake Kubernetes API servers on loopback (network I/O)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,17 @@ from collections.abc import Iterator
 import pytest
 
 from tests.fakeapi import FakeKubeAPI
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--update-golden", action="store_true", default=False,
+                     help="rewrite the golden files under fixtures/cases (and delete those no case produces)")
+
+
+@pytest.fixture
+def update_golden(request: pytest.FixtureRequest) -> bool:
+    return bool(request.config.getoption("--update-golden"))
+
 
 TEST_TOKEN = "tok-7f3a9c1e-do-not-log"
 
