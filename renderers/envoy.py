@@ -94,11 +94,18 @@ class EnvoyRenderer:
 
     def _config_source(self, relative: str) -> dict[str, Any]:
         path = f"{self.xds_dir}/{relative}"
-        return {"resource_api_version": "V3", "path_config_source": {"path": path, "watched_directory": {"path": path.rsplit("/", 1)[0]}}}
+        return {
+            "resource_api_version": "V3",
+            "path_config_source": {"path": path, "watched_directory": {"path": path.rsplit("/", 1)[0]}},
+        }
 
     def _load_assignment(self, backend: Backend) -> dict[str, Any]:
         lb_endpoints = [{"endpoint": {"address": _socket_address(e.address, e.port)}} for e in backend.endpoints]
-        return {"@type": ENDPOINTS_TYPE, "cluster_name": backend.name, "endpoints": [{"lb_endpoints": lb_endpoints}] if lb_endpoints else []}
+        return {
+            "@type": ENDPOINTS_TYPE,
+            "cluster_name": backend.name,
+            "endpoints": [{"lb_endpoints": lb_endpoints}] if lb_endpoints else [],
+        }
 
     def _cluster(self, backend: Backend) -> dict[str, Any]:
         return {
@@ -110,7 +117,7 @@ class EnvoyRenderer:
         }
 
     def _route_configuration(self, model: RoutingModel) -> dict[str, Any]:
-        default_route = (
+        default_route: list[dict[str, Any]] = (
             [{"match": {"prefix": "/"}, "route": {"cluster": model.default_backend}}] if model.default_backend else []
         )
         vhosts = []
@@ -135,14 +142,19 @@ class EnvoyRenderer:
             "merge_slashes": True,
             # Kubernetes hosts never carry a port: `foo.com:8080` must match `foo.com`.
             "strip_any_host_port": True,
-            "rds": {"route_config_name": HTTP_ROUTE_CONFIG, "config_source": self._config_source(f"rds/{HTTP_ROUTE_CONFIG}.json")},
+            "rds": {
+                "route_config_name": HTTP_ROUTE_CONFIG,
+                "config_source": self._config_source(f"rds/{HTTP_ROUTE_CONFIG}.json"),
+            },
             "http_filters": [{"name": "envoy.filters.http.router", "typed_config": {"@type": ROUTER_TYPE}}],
         }
         return {
             "@type": LISTENER_TYPE,
             "name": "http",
             "address": _socket_address(self.address, self.http_port),
-            "filter_chains": [{"filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}]}],
+            "filter_chains": [
+                {"filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}]}
+            ],
         }
 
 

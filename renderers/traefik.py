@@ -92,7 +92,11 @@ class TraefikRenderer:
         if model.default_backend is not None:
             for entrypoint, tls in ((self.http_entrypoint, False), (self.https_entrypoint, True)):
                 routers[f"default-backend-{entrypoint}"] = self._router(
-                    f"PathPrefix({go_string('/')})", _DEFAULT_PRIORITY, traefik_name(model.default_backend), entrypoint, tls
+                    f"PathPrefix({go_string('/')})",
+                    _DEFAULT_PRIORITY,
+                    traefik_name(model.default_backend),
+                    entrypoint,
+                    tls,
                 )
         http: dict[str, Any] = {"routers": routers, "services": services}
         if middlewares:
@@ -101,7 +105,8 @@ class TraefikRenderer:
         if model.certificates:
             config["tls"] = {
                 "certificates": [
-                    {"certFile": c.cert_pem.decode("ascii"), "keyFile": c.key_pem.decode("ascii")} for c in model.certificates
+                    {"certFile": c.cert_pem.decode("ascii"), "keyFile": c.key_pem.decode("ascii")}
+                    for c in model.certificates
                 ]
             }
         body = self._dump(config)
@@ -165,7 +170,9 @@ class TraefikRenderer:
 
     @staticmethod
     def _dump(config: dict[str, Any]) -> bytes:
-        text = yaml.dump(config, Dumper=_Dumper, sort_keys=True, default_flow_style=False, allow_unicode=False, width=1 << 30)
+        text = yaml.dump(
+            config, Dumper=_Dumper, sort_keys=True, default_flow_style=False, allow_unicode=False, width=1 << 30
+        )
         if "{{" in text:
             # Traefik runs every dynamic file through Go templates first: this must never reach it.
             raise RenderError("rendered Traefik configuration contains '{{'; refusing to write it")

@@ -29,19 +29,79 @@ def _env(name: str) -> dict[str, Any]:
 
 def shared_options(command: Callable[..., Any]) -> Callable[..., Any]:
     options = [
-        click.option("--renderer", default="traefik", show_default=True, help="Renderer plugin that writes the files (see `syncer renderers`).", **_env("RENDERER")),
-        click.option("--renderer-opt", "renderer_opts", multiple=True, metavar="NAME.KEY=VALUE", help="A renderer option, e.g. traefik.entrypoint-http=web; repeatable.", **_env("RENDERER_OPT")),
-        click.option("--output-dir", type=click.Path(file_okay=False), help="Folder the proxy reads its configuration from (must exist).", **_env("OUTPUT_DIR")),
-        click.option("--source", "source_dir", type=click.Path(file_okay=False), help="Read manifests from this folder instead of the Kubernetes API.", **_env("SOURCE")),
-        click.option("--kubeconfig", help="kubeconfig file (default: KUBECONFIG, then in-cluster, then ~/.kube/config).", **_env("KUBECONFIG")),
+        click.option(
+            "--renderer",
+            default="traefik",
+            show_default=True,
+            help="Renderer plugin that writes the files (see `syncer renderers`).",
+            **_env("RENDERER"),
+        ),
+        click.option(
+            "--renderer-opt",
+            "renderer_opts",
+            multiple=True,
+            metavar="NAME.KEY=VALUE",
+            help="A renderer option, e.g. traefik.entrypoint-http=web; repeatable.",
+            **_env("RENDERER_OPT"),
+        ),
+        click.option(
+            "--output-dir",
+            type=click.Path(file_okay=False),
+            help="Folder the proxy reads its configuration from (must exist).",
+            **_env("OUTPUT_DIR"),
+        ),
+        click.option(
+            "--source",
+            "source_dir",
+            type=click.Path(file_okay=False),
+            help="Read manifests from this folder instead of the Kubernetes API.",
+            **_env("SOURCE"),
+        ),
+        click.option(
+            "--kubeconfig",
+            help="kubeconfig file (default: KUBECONFIG, then in-cluster, then ~/.kube/config).",
+            **_env("KUBECONFIG"),
+        ),
         click.option("--context", help="kubeconfig context (default: its current-context).", **_env("CONTEXT")),
-        click.option("--namespace", "namespaces", multiple=True, help="Only this namespace; repeatable (default: all namespaces).", **_env("NAMESPACE")),
-        click.option("--ingress-class", default="syncer", show_default=True, help="IngressClass name this syncer serves.", **_env("INGRESS_CLASS")),
-        click.option("--controller-name", default="ingress-syncer.dev/controller", show_default=True, help="spec.controller of IngressClasses that are ours.", **_env("CONTROLLER_NAME")),
-        click.option("--watch-ingress-without-class", is_flag=True, help="Also serve Ingresses that name no class at all.", **_env("WATCH_INGRESS_WITHOUT_CLASS")),
-        click.option("--dry-run", is_flag=True, help="Print a unified diff of what would change; write nothing.", **_env("DRY_RUN")),
-        click.option("--log-level", type=click.Choice(LOG_LEVELS), default="info", show_default=True, **_env("LOG_LEVEL")),
-        click.option("--log-format", type=click.Choice(LOG_FORMATS), default="text", show_default=True, **_env("LOG_FORMAT")),
+        click.option(
+            "--namespace",
+            "namespaces",
+            multiple=True,
+            help="Only this namespace; repeatable (default: all namespaces).",
+            **_env("NAMESPACE"),
+        ),
+        click.option(
+            "--ingress-class",
+            default="syncer",
+            show_default=True,
+            help="IngressClass name this syncer serves.",
+            **_env("INGRESS_CLASS"),
+        ),
+        click.option(
+            "--controller-name",
+            default="ingress-syncer.dev/controller",
+            show_default=True,
+            help="spec.controller of IngressClasses that are ours.",
+            **_env("CONTROLLER_NAME"),
+        ),
+        click.option(
+            "--watch-ingress-without-class",
+            is_flag=True,
+            help="Also serve Ingresses that name no class at all.",
+            **_env("WATCH_INGRESS_WITHOUT_CLASS"),
+        ),
+        click.option(
+            "--dry-run",
+            is_flag=True,
+            help="Print a unified diff of what would change; write nothing.",
+            **_env("DRY_RUN"),
+        ),
+        click.option(
+            "--log-level", type=click.Choice(LOG_LEVELS), default="info", show_default=True, **_env("LOG_LEVEL")
+        ),
+        click.option(
+            "--log-format", type=click.Choice(LOG_FORMATS), default="text", show_default=True, **_env("LOG_FORMAT")
+        ),
     ]
     return functools.reduce(lambda cmd, option: option(cmd), reversed(options), command)
 
@@ -67,9 +127,18 @@ def once(**options: Any) -> None:
 
 @main.command()
 @shared_options
-@click.option("--interval", type=float, default=10.0, show_default=True, help="Seconds between cycles (±10% jitter).", **_env("INTERVAL"))
+@click.option(
+    "--interval",
+    type=float,
+    default=10.0,
+    show_default=True,
+    help="Seconds between cycles (±10% jitter).",
+    **_env("INTERVAL"),
+)
 def run(**options: Any) -> None:
-    """Sync every --interval seconds until SIGTERM/SIGINT; SIGHUP syncs at once. Failed cycles keep the last good files."""
+    """Sync every --interval seconds until SIGTERM/SIGINT; SIGHUP syncs at once.
+
+    A failed cycle keeps the last good files and tries again at the next interval."""
     config = _config(options)
     syncer = _build(config)
     sys.exit(RunLoop(syncer, config.interval).run())
@@ -111,7 +180,9 @@ def _config(options: dict[str, Any]) -> Config:
 def _build(config: Config) -> Syncer:
     output_dir = os.path.abspath(config.output_dir)
     try:
-        renderer = load_renderer(config.renderer, config.renderer_options.get(config.renderer, {}), output_dir=output_dir)
+        renderer = load_renderer(
+            config.renderer, config.renderer_options.get(config.renderer, {}), output_dir=output_dir
+        )
         source = _source(config)
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from exc

@@ -9,7 +9,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml  # type: ignore[import-untyped]  # no stubs installed; only safe_load is used, and its result is checked
+import yaml  # no stubs installed; only safe_load is used, and its result is checked
 
 from syncer.errors import ConfigError
 

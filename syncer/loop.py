@@ -14,6 +14,7 @@ from types import FrameType
 from typing import TextIO
 
 from syncer.errors import RenderError, SyncerError
+from syncer.model import RoutingModel
 from syncer.plugins import Renderer
 from syncer.snapshot import Snapshot, diff
 from syncer.source import Source
@@ -38,7 +39,7 @@ class Syncer:
         source: Source,
         renderer: Renderer,
         writer: FileWriter,
-        translate_options: TranslateOptions = TranslateOptions(),
+        translate_options: TranslateOptions | None = None,
         *,
         dry_run: bool = False,
         preview_out: TextIO | None = None,
@@ -46,7 +47,7 @@ class Syncer:
         self.source = source
         self.renderer = renderer
         self.writer = writer
-        self.translate_options = translate_options
+        self.translate_options = translate_options or TranslateOptions()
         self.dry_run = dry_run
         self.preview_out = preview_out or sys.stdout
         self.last_snapshot: Snapshot | None = None
@@ -81,9 +82,9 @@ class Syncer:
         self.last_snapshot = snapshot
         return CycleResult(changed_input=True, write=result, seconds=time.monotonic() - started)
 
-    def _render(self, model: object) -> dict[str, bytes]:
+    def _render(self, model: RoutingModel) -> dict[str, bytes]:
         try:
-            rendered = self.renderer.render(model)  # type: ignore[arg-type]
+            rendered = self.renderer.render(model)
             files = {str(name): bytes(content) for name, content in rendered.items()}
         except SyncerError:
             raise
@@ -99,7 +100,9 @@ class _StopRequested(BaseException):
 class RunLoop:
     """Cycles every `interval` seconds (±10% jitter) until SIGTERM or SIGINT; SIGHUP runs a cycle at once."""
 
-    def __init__(self, syncer: Syncer, interval: float, *, jitter: float = 0.1, on_cycle: Callable[[bool], None] | None = None) -> None:
+    def __init__(
+        self, syncer: Syncer, interval: float, *, jitter: float = 0.1, on_cycle: Callable[[bool], None] | None = None
+    ) -> None:
         self.syncer = syncer
         self.interval = interval
         self.jitter = jitter

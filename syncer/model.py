@@ -164,18 +164,31 @@ def model_to_plain(model: RoutingModel) -> dict[str, object]:
 
     def backend(b: Backend) -> dict[str, object]:
         endpoints = [
-            (f"[{e.address}]:{e.port}" if ":" in e.address else f"{e.address}:{e.port}") + (" draining" if e.draining else "")
+            (f"[{e.address}]:{e.port}" if ":" in e.address else f"{e.address}:{e.port}")
+            + (" draining" if e.draining else "")
             for e in b.endpoints
         ]
-        return {"name": b.name, "service": f"{b.namespace}/{b.service}", "port": b.port, "scheme": b.scheme, "endpoints": endpoints}
+        return {
+            "name": b.name,
+            "service": f"{b.namespace}/{b.service}",
+            "port": b.port,
+            "scheme": b.scheme,
+            "endpoints": endpoints,
+        }
 
     return {
         "virtual_hosts": [
-            {"hostname": v.hostname, "tls_cert": v.tls_cert, "routes": [route(r) for r in v.routes]} for v in model.virtual_hosts
+            {"hostname": v.hostname, "tls_cert": v.tls_cert, "routes": [route(r) for r in v.routes]}
+            for v in model.virtual_hosts
         ],
         "backends": [backend(b) for b in model.backends],
         "certificates": [
-            {"name": c.name, "source": str(c.source), "cert_sha256": hashlib.sha256(c.cert_pem).hexdigest(), "key": "<redacted>"}
+            {
+                "name": c.name,
+                "source": str(c.source),
+                "cert_sha256": hashlib.sha256(c.cert_pem).hexdigest(),
+                "key": "<redacted>",
+            }
             for c in model.certificates
         ],
         "default_backend": model.default_backend,

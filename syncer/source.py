@@ -62,8 +62,6 @@ class ApiSource:
         return Snapshot.build(objects)
 
 
-
-
 class DirectorySource:
     """Reads the watched kinds from `*.yaml`, `*.yml` and `*.json` files below a folder (multi-document, `kind: List`).
 

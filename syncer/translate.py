@@ -132,7 +132,7 @@ def _is_ours(ingress: KubeObject, snapshot: Snapshot, options: TranslateOptions,
             )
         return False
     if class_name is not None:
-        return class_name == options.ingress_class
+        return bool(class_name == options.ingress_class)
     if ingress_class is not None:
         is_default = _mapping(_mapping(ingress_class.get("metadata")).get("annotations")).get(DEFAULT_CLASS_ANNOTATION)
         if is_default == "true":
@@ -191,7 +191,9 @@ def _valid_host(builder: _Builder, source: SourceRef, field_path: str, raw: Any)
     return host
 
 
-def _valid_path(builder: _Builder, source: SourceRef, field_path: str, path_rule: Mapping[str, Any]) -> tuple[str, PathMatch] | None:
+def _valid_path(
+    builder: _Builder, source: SourceRef, field_path: str, path_rule: Mapping[str, Any]
+) -> tuple[str, PathMatch] | None:
     path_type = path_rule.get("pathType")
     raw = path_rule.get("path")
     if path_type == "ImplementationSpecific":
@@ -199,7 +201,11 @@ def _valid_path(builder: _Builder, source: SourceRef, field_path: str, path_rule
         path_type = "Prefix"
         raw = raw or "/"
     if path_type not in ("Exact", "Prefix"):
-        builder.problem(source, f"{field_path}.pathType", f"{path_type!r} is not Exact, Prefix or ImplementationSpecific; path skipped")
+        builder.problem(
+            source,
+            f"{field_path}.pathType",
+            f"{path_type!r} is not Exact, Prefix or ImplementationSpecific; path skipped",
+        )
         return None
     if not isinstance(raw, str) or not raw:
         builder.problem(source, f"{field_path}.path", "must be a non-empty string; path skipped")
@@ -250,13 +256,15 @@ def _add_default(builder: _Builder, source: SourceRef, own_hosts: list[str], bac
     for host in own_hosts:
         routes = builder.routes_by_host.setdefault(host, {})
         if ("/", PathMatch.PREFIX) not in routes:
-            routes[("/", PathMatch.PREFIX)] = Route(f"{source.namespace}/{source.name}/default", "/", PathMatch.PREFIX, backend, source)
+            routes[("/", PathMatch.PREFIX)] = Route(
+                f"{source.namespace}/{source.name}/default", "/", PathMatch.PREFIX, backend, source
+            )
     if builder.default_backend is None:
         builder.default_backend = backend
 
 
 def _resolve_backend(builder: _Builder, source: SourceRef, namespace: str, field_path: str, raw: Any) -> str | None:
-    """Service + port -> a Backend with its ready endpoints; returns its name, or None when the reference is unusable."""
+    """Service + port -> a Backend with its ready endpoints; its name, or None when the reference is unusable."""
     backend = _mapping(raw)
     if "resource" in backend:
         builder.problem(source, f"{field_path}.resource", "resource backends are not supported; path skipped")
@@ -272,13 +280,19 @@ def _resolve_backend(builder: _Builder, source: SourceRef, namespace: str, field
         builder.problem(source, f"{field_path}.service.port", "needs exactly one of number or name; path skipped")
         return None
     if number is not None and not (isinstance(number, int) and 1 <= number <= 65535):
-        builder.problem(source, f"{field_path}.service.port.number", f"{number!r} is not a port from 1 to 65535; path skipped")
+        builder.problem(
+            source, f"{field_path}.service.port.number", f"{number!r} is not a port from 1 to 65535; path skipped"
+        )
         return None
-    if port_name is not None and not (isinstance(port_name, str) and re.match(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$", port_name)):
+    if port_name is not None and not (
+        isinstance(port_name, str) and re.match(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$", port_name)
+    ):
         builder.problem(source, f"{field_path}.service.port.name", "is not a valid port name; path skipped")
         return None
     port_label = str(number) if number is not None else str(port_name)
-    service_port, endpoints = _service_endpoints(builder, source, field_path, namespace, service_name, number, port_name)
+    service_port, endpoints = _service_endpoints(
+        builder, source, field_path, namespace, service_name, number, port_name
+    )
     if service_port is not None:
         # Named by the Service port it resolves to, so `port: {name: http}` and `port: {number: 80}` share one backend.
         port_label = str(service_port)
@@ -300,7 +314,9 @@ def _service_endpoints(
     """The Service port number the reference resolves to (None when it does not) and its ready endpoints."""
     service = builder.snapshot.get("Service", namespace, service_name)
     if service is None:
-        builder.problem(source, f"{field_path}.service.name", f"Service {namespace}/{service_name} not found; answering 503")
+        builder.problem(
+            source, f"{field_path}.service.name", f"Service {namespace}/{service_name} not found; answering 503"
+        )
         return None, ()
     spec = _mapping(service.get("spec"))
     if spec.get("type") == "ExternalName":
@@ -315,7 +331,10 @@ def _service_endpoints(
             p
             for p in _list(spec.get("ports"))
             if isinstance(p, Mapping)
-            and ((number is not None and p.get("port") == number) or (port_name is not None and p.get("name") == port_name))
+            and (
+                (number is not None and p.get("port") == number)
+                or (port_name is not None and p.get("name") == port_name)
+            )
         ),
         None,
     )
@@ -323,7 +342,9 @@ def _service_endpoints(
     if service_port is None or not isinstance(resolved, int) or isinstance(resolved, bool):
         wanted = number if number is not None else port_name
         builder.problem(
-            source, f"{field_path}.service.port", f"Service {namespace}/{service_name} has no port {wanted}; answering 503"
+            source,
+            f"{field_path}.service.port",
+            f"Service {namespace}/{service_name} has no port {wanted}; answering 503",
         )
         return None, ()
     if builder.endpoint_cache.get((namespace, service_name, resolved)) is None:
@@ -380,7 +401,11 @@ def _add_tls(builder: _Builder, source: SourceRef, spec: Mapping[str, Any]) -> N
             if owner is None:
                 builder.host_certs[host] = cert
             elif owner != cert:
-                builder.problem(source, f"{tls_field}.hosts[{host_index}]", f"{host} already uses certificate {owner} of an older Ingress")
+                builder.problem(
+                    source,
+                    f"{tls_field}.hosts[{host_index}]",
+                    f"{host} already uses certificate {owner} of an older Ingress",
+                )
 
 
 def _load_cert(builder: _Builder, source: SourceRef, field_path: str, secret_name: Any) -> str | None:

@@ -111,7 +111,10 @@ class FileWriter:
                 continue
             chunks.extend(
                 difflib.unified_diff(
-                    _lines(old), _lines(content), fromfile=f"a/{name}" if old is not None else "/dev/null", tofile=f"b/{name}"
+                    _lines(old),
+                    _lines(content),
+                    fromfile=f"a/{name}" if old is not None else "/dev/null",
+                    tofile=f"b/{name}",
                 )
             )
         for name in self.owned_files():

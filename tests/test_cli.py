@@ -30,7 +30,9 @@ def syncer(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -
 
 
 def snapshot_dir(path: Path) -> dict[str, tuple[bytes, int]]:
-    return {str(p.relative_to(path)): (p.read_bytes(), p.stat().st_mtime_ns) for p in sorted(path.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(path)): (p.read_bytes(), p.stat().st_mtime_ns) for p in sorted(path.rglob("*")) if p.is_file()
+    }
 
 
 @pytest.fixture
@@ -115,7 +117,12 @@ def test_missing_output_folder_is_named(source: Path, tmp_path: Path) -> None:
 def test_options_come_from_environment_variables(source: Path, out: Path) -> None:
     result = syncer(
         "once",
-        env={"SYNCER_SOURCE": str(source), "SYNCER_OUTPUT_DIR": str(out), "SYNCER_RENDERER": "envoy", "SYNCER_LOG_FORMAT": "json"},
+        env={
+            "SYNCER_SOURCE": str(source),
+            "SYNCER_OUTPUT_DIR": str(out),
+            "SYNCER_RENDERER": "envoy",
+            "SYNCER_LOG_FORMAT": "json",
+        },
     )
     assert result.returncode == 0, result.stderr
     assert (out / "lds.json").is_file()
@@ -132,8 +139,20 @@ def test_dry_run_prints_a_diff_and_writes_nothing(source: Path, out: Path) -> No
 
 def test_help_documents_every_option_and_its_environment_variable() -> None:
     text = syncer("run", "--help").stdout
-    for option in ("--renderer", "--output-dir", "--namespace", "--ingress-class", "--source", "--kubeconfig",
-                   "--context", "--dry-run", "--log-level", "--log-format", "--interval", "--renderer-opt"):
+    for option in (
+        "--renderer",
+        "--output-dir",
+        "--namespace",
+        "--ingress-class",
+        "--source",
+        "--kubeconfig",
+        "--context",
+        "--dry-run",
+        "--log-level",
+        "--log-format",
+        "--interval",
+        "--renderer-opt",
+    ):
         assert option in text
     assert "SYNCER_OUTPUT_DIR" in text and "SYNCER_INTERVAL" in text
 
@@ -142,7 +161,9 @@ class Running:
     """A `syncer run` process whose log lines are collected as they come."""
 
     def __init__(self, args: list[str]) -> None:
-        self.proc = subprocess.Popen([sys.executable, "-m", "syncer", *args], cwd=REPO, stderr=subprocess.PIPE, text=True)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "syncer", *args], cwd=REPO, stderr=subprocess.PIPE, text=True
+        )
         self.lines: list[str] = []
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()

@@ -18,7 +18,9 @@ def ingress(name: str, namespace: str = "default", **extra: Any) -> dict[str, An
 
 
 def test_keys_and_lookup() -> None:
-    snap = Snapshot.build({"Ingress": [ingress("a"), ingress("b", "other")], "IngressClass": [{"metadata": {"name": "c"}}]})
+    snap = Snapshot.build(
+        {"Ingress": [ingress("a"), ingress("b", "other")], "IngressClass": [{"metadata": {"name": "c"}}]}
+    )
     assert list(snap.objects) == sorted(snap.objects)
     assert ObjectKey("Ingress", "other", "b") in snap.objects
     assert snap.get("IngressClass", "", "c") is not None

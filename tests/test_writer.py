@@ -104,7 +104,7 @@ def test_failed_write_keeps_the_previous_file(tmp_path: Path) -> None:
     writer.write({"a.yaml": b"good\n", "b.yaml": b"good\n"})
     # A folder where a file must go makes the rename fail mid-cycle, like a full or broken disk would.
     (tmp_path / "c.yaml").mkdir()
-    with pytest.raises(WriteError, match="c.yaml"):
+    with pytest.raises(WriteError, match=r"c\.yaml"):
         writer.write({"a.yaml": b"good\n", "c.yaml": b"new\n"})
     assert (tmp_path / "a.yaml").read_bytes() == b"good\n"
     assert (tmp_path / "b.yaml").read_bytes() == b"good\n"  # not pruned: the cycle did not complete
@@ -148,7 +148,7 @@ def test_readers_never_see_a_partial_or_empty_file(tmp_path: Path) -> None:
     thread = threading.Thread(target=reader)
     thread.start()
     try:
-        for round_ in range(5):
+        for _ in range(5):
             for content in versions:
                 atomic_write(target, content, 0o644)
     finally:
