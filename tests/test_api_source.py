@@ -1,0 +1,183 @@
+"""ApiSource and the whole command against the fake Kubernetes API: the foundation's end-to-end promises."""
+
+from __future__ import annotations
+
+import base64
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from syncer.errors import SourceError
+from syncer.kube import KubeClient
+from syncer.kubeconfig import ClusterConfig, Credential
+from syncer.snapshot import ObjectKey
+from syncer.source import ApiSource, DirectorySource
+from tests.fakeapi import TEST_TOKEN, FakeKubeAPI
+
+REPO = Path(__file__).resolve().parent.parent
+DEMO = REPO / "fixtures" / "demo"
+
+
+class StaticToken:
+    def __init__(self, token: str) -> None:
+        self.token = token
+
+    def current(self) -> Credential:
+        return Credential(token=self.token)
+
+    def invalidate(self) -> None:
+        pass
+
+
+def demo_objects() -> dict[str, list[dict[str, Any]]]:
+    snapshot = DirectorySource(DEMO).fetch()
+    objects: dict[str, list[dict[str, Any]]] = {}
+    for key, obj in snapshot.objects.items():
+        objects.setdefault(key.kind, []).append(dict(obj))
+    return objects
+
+
+def load_demo(api: FakeKubeAPI) -> None:
+    for kind, items in demo_objects().items():
+        api.set_objects(kind, items)
+    # A Secret of another type must never be listed: the source asks for TLS Secrets only.
+    api.add("Secret", {"metadata": {"name": "db-password", "namespace": "shop"}, "type": "Opaque", "data": {}})
+
+
+def client_for(api: FakeKubeAPI, **kwargs: Any) -> KubeClient:
+    cluster = ClusterConfig(server=api.url, credentials=StaticToken(TEST_TOKEN), ca_pem=api.ca_pem if api.ca else None)
+    return KubeClient(cluster, backoff_base=0.01, max_backoff=0.05, **kwargs)
+
+
+def test_api_source_lists_every_kind_across_pages(fake_api: FakeKubeAPI) -> None:
+    load_demo(fake_api)
+    for i in range(30):
+        fake_api.add("Service", {"metadata": {"name": f"extra-{i}", "namespace": f"ns-{i % 3}"}, "spec": {}})
+    with client_for(fake_api, page_size=7) as client:
+        snapshot = ApiSource(client).fetch()
+    kinds = {key.kind for key in snapshot.objects}
+    assert kinds == {"IngressClass", "Ingress", "Service", "EndpointSlice", "Secret"}
+    assert ObjectKey("Secret", "shop", "shop-tls") in snapshot.objects
+    assert ObjectKey("Secret", "shop", "db-password") not in snapshot.objects
+    assert len(snapshot.of_kind("Service")) == 32
+    assert snapshot.content_hash() == ApiSource(client_for(fake_api, page_size=500)).fetch().content_hash()
+    secret_lists = [r for r in fake_api.requests if r.path.endswith("/secrets")]
+    assert secret_lists and all(r.query.get("fieldSelector") == "type=kubernetes.io/tls" for r in secret_lists)
+
+
+def test_namespaces_are_listed_one_by_one(fake_api: FakeKubeAPI) -> None:
+    load_demo(fake_api)
+    fake_api.add("Service", {"metadata": {"name": "elsewhere", "namespace": "other"}, "spec": {}})
+    with client_for(fake_api) as client:
+        snapshot = ApiSource(client, namespaces=["shop", "empty"]).fetch()
+    assert ObjectKey("Service", "other", "elsewhere") not in snapshot.objects
+    assert ObjectKey("Service", "shop", "web") in snapshot.objects
+    assert ObjectKey("IngressClass", "", "syncer") in snapshot.objects  # cluster-scoped, always listed
+    paths = {r.path for r in fake_api.requests}
+    assert "/api/v1/namespaces/empty/services" in paths
+    assert "/apis/networking.k8s.io/v1/ingressclasses" in paths
+
+
+def test_one_failed_list_fails_the_snapshot(fake_api: FakeKubeAPI) -> None:
+    load_demo(fake_api)
+    fake_api.forbid("secrets")
+    with client_for(fake_api) as client, pytest.raises(SourceError) as failure:
+        ApiSource(client).fetch()
+    message = str(failure.value)
+    assert "cannot list secrets" in message and '"list"' in message
+    assert TEST_TOKEN not in message
+
+
+# --- the command line against the fake API ------------------------------------------------------
+
+
+def write_kubeconfig(path: Path, api: FakeKubeAPI) -> Path:
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [
+            {
+                "name": "fake",
+                "cluster": {"server": api.url, "certificate-authority-data": base64.b64encode(api.ca_pem).decode()},
+            }
+        ],
+        "users": [{"name": "syncer", "user": {"token": TEST_TOKEN}}],
+        "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "syncer"}}],
+        "current-context": "fake",
+    }
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def syncer(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SYNCER_", "KUBECONFIG", "KUBERNETES_"))}
+    return subprocess.run(
+        [sys.executable, "-m", "syncer", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def files_of(path: Path) -> dict[str, tuple[bytes, int]]:
+    return {str(p.relative_to(path)): (p.read_bytes(), p.stat().st_mtime_ns) for p in sorted(path.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture
+def api_and_config(tmp_path: Path) -> Iterator[tuple[FakeKubeAPI, Path]]:
+    with FakeKubeAPI(tls=True, tokens=[TEST_TOKEN]) as api:
+        load_demo(api)
+        yield api, write_kubeconfig(tmp_path / "kubeconfig", api)
+
+
+@pytest.mark.parametrize("renderer", ["traefik", "envoy"])
+def test_once_against_the_api_then_nothing_then_api_down(
+    api_and_config: tuple[FakeKubeAPI, Path], tmp_path: Path, renderer: str
+) -> None:
+    api, kubeconfig = api_and_config
+    out = tmp_path / "out"
+    out.mkdir()
+    args = ("once", "--kubeconfig", str(kubeconfig), "--renderer", renderer, "--output-dir", str(out))
+    first = syncer(*args)
+    assert first.returncode == 0, first.stderr
+    written = files_of(out)
+    assert len(written) >= 2
+    assert "ingresses +3 ~0 -0" in first.stderr
+
+    second = syncer(*args)
+    assert second.returncode == 0, second.stderr
+    assert "wrote 0 file(s)" in second.stderr
+    assert files_of(out) == written
+
+    api.stop()  # connection refused from now on
+    down = syncer(*args)
+    assert down.returncode == 1, down.stderr
+    assert "cannot list" in down.stderr and "files untouched" in down.stderr
+    assert files_of(out) == written
+    assert TEST_TOKEN not in first.stderr + second.stderr + down.stderr
+
+
+def test_in_cluster_token_rotation_recovers_on_the_401(fake_api_tls: FakeKubeAPI, tmp_path: Path) -> None:
+    """Bound service-account tokens rotate: a 401 makes the client re-read the token file and succeed."""
+    from syncer.kubeconfig import load_cluster_config
+
+    load_demo(fake_api_tls)
+    root = tmp_path / "serviceaccount"
+    root.mkdir()
+    (root / "token").write_text(TEST_TOKEN)
+    (root / "ca.crt").write_bytes(fake_api_tls.ca_pem)
+    port = fake_api_tls.url.rsplit(":", 1)[1]
+    environ = {"KUBERNETES_SERVICE_HOST": "127.0.0.1", "KUBERNETES_SERVICE_PORT": port}
+    cluster = load_cluster_config(environ=environ, in_cluster_root=str(root))
+    with KubeClient(cluster, backoff_base=0.01, max_backoff=0.05) as client:
+        source = ApiSource(client)
+        before = source.fetch()
+        fake_api_tls.tokens = {"rotated-token"}  # the old token is no longer accepted...
+        (root / "token").write_text("rotated-token")  # ...and the kubelet has written the new one
+        after = source.fetch()
+    assert after.content_hash() == before.content_hash()
+    assert [r.status for r in fake_api_tls.requests].count(401) == 1
+    assert fake_api_tls.requests[-1].token == "rotated-token"
