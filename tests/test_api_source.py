@@ -123,7 +123,9 @@ def syncer(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]
 
 
 def files_of(path: Path) -> dict[str, tuple[bytes, int]]:
-    return {str(p.relative_to(path)): (p.read_bytes(), p.stat().st_mtime_ns) for p in sorted(path.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(path)): (p.read_bytes(), p.stat().st_mtime_ns) for p in sorted(path.rglob("*")) if p.is_file()
+    }
 
 
 @pytest.fixture
@@ -181,3 +183,42 @@ def test_in_cluster_token_rotation_recovers_on_the_401(fake_api_tls: FakeKubeAPI
     assert after.content_hash() == before.content_hash()
     assert [r.status for r in fake_api_tls.requests].count(401) == 1
     assert fake_api_tls.requests[-1].token == "rotated-token"
+
+
+def test_run_stops_within_a_second_even_while_retrying(
+    api_and_config: tuple[FakeKubeAPI, Path], tmp_path: Path
+) -> None:
+    import signal
+    import threading
+    import time
+
+    api, kubeconfig = api_and_config
+    api.stop()
+    out = tmp_path / "out"
+    out.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SYNCER_", "KUBECONFIG", "KUBERNETES_"))}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "syncer", "run", "--kubeconfig", str(kubeconfig), "--output-dir", str(out)],
+        cwd=REPO,
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(proc.stderr or ()), daemon=True)
+    reader.start()
+    try:
+        deadline = time.monotonic() + 20
+        while not any("connection refused; retry" in line for line in lines) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert any("retry" in line for line in lines), "".join(lines)
+        started = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=5) == 0
+        assert time.monotonic() - started < 1.0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=5)
+    reader.join(timeout=5)
+    assert list(out.iterdir()) == []
