@@ -1,4 +1,4 @@
-"""The Kubernetes API client: paginated, retried LIST calls over HTTPS. Does network I/O; the only module importing requests.
+"""The Kubernetes API client: paginated, retried LIST calls. Does network I/O; the only module that imports requests.
 
 Everything `requests`/`urllib3` can raise is turned into the KubeError tree here (kopf's rule: the HTTP
 library stays behind one module). Error messages and log lines name the resource, the URL path and the
@@ -20,7 +20,7 @@ import warnings
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import requests
 import urllib3
@@ -47,9 +47,6 @@ from syncer.errors import (
 )
 from syncer.kubeconfig import ClusterConfig, Credential
 from syncer.resources import ResourceKind, resolve_kind
-
-if TYPE_CHECKING:
-    from typing import Self
 
 log = logging.getLogger("syncer.kube")
 
@@ -109,7 +106,8 @@ class _ClusterAdapter(HTTPAdapter):
         super().init_poolmanager(connections, maxsize, block, **pool_kwargs, **self._tls_kwargs)
 
     def build_connection_pool_key_attributes(self, request: requests.PreparedRequest, verify: object,
-                                             cert: object = None) -> tuple[dict[str, Any], dict[str, Any]]:
+                                             cert: object = None) -> tuple[Any, Any]:
+        # Any: the pool kwargs carry server_hostname, which the requests stubs' TypedDict does not list.
         host_params, _ = super().build_connection_pool_key_attributes(request, True, None)
         return host_params, {**self._tls_kwargs, "cert_reqs": self._cert_reqs()}
 
@@ -477,6 +475,8 @@ class KubeClient:
                             restart + 1, self._max_restarts)
                 last = exc
             except _TooLargeResourceVersion as exc:
+                if since is None:  # nothing to fall back from: a plain outage
+                    raise KubeUnavailable(str(exc), resource=exc.resource, status=exc.status) from None
                 # The cluster's revision went backwards (etcd restored from backup?) or this apiserver's cache
                 # is stuck behind: what we saw last is no longer a usable lower bound.
                 log.warning("list %s: %s; listing with resourceVersion unset instead", rk.rbac_resource, exc)
@@ -523,7 +523,7 @@ class KubeClient:
     def close(self) -> None:
         self._session.close()
 
-    def __enter__(self) -> Self:
+    def __enter__(self) -> KubeClient:
         return self
 
     def __exit__(self, *exc_info: object) -> None:

@@ -1,4 +1,4 @@
-"""Shared pytest options and fixtures: the golden-file update flag, fake Kubernetes API servers on loopback (network I/O)."""
+"""Shared pytest options and fixtures: the golden-file update flag; fake Kubernetes API servers (loopback I/O)."""
 
 from __future__ import annotations
 
@@ -6,20 +6,21 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.fakeapi import FakeKubeAPI
+from tests.fakeapi import TEST_TOKEN, FakeKubeAPI
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    parser.addoption("--update-golden", action="store_true", default=False,
-                     help="rewrite the golden files under fixtures/cases (and delete those no case produces)")
+    parser.addoption(
+        "--update-golden",
+        action="store_true",
+        default=False,
+        help="rewrite the golden files under fixtures/cases (and delete those no case produces)",
+    )
 
 
 @pytest.fixture
 def update_golden(request: pytest.FixtureRequest) -> bool:
     return bool(request.config.getoption("--update-golden"))
-
-
-TEST_TOKEN = "tok-7f3a9c1e-do-not-log"
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ import copy
 import gzip
 import json
 import re
+import select
 import socket
 import ssl
 import struct
@@ -24,21 +25,19 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 import trustme
 
-if TYPE_CHECKING:
-    from typing import Self
-
 from syncer.resources import WATCHED_KINDS, ResourceKind, resolve_kind
 
 Obj = dict[str, Any]
-_REASONS = {400: "BadRequest", 401: "Unauthorized", 403: "Forbidden", 404: "NotFound", 405: "MethodNotAllowed",
-            410: "Expired", 422: "Invalid", 500: "InternalError", 503: "ServiceUnavailable", 504: "Timeout"}
+TEST_TOKEN = "tok-7f3a9c1e-do-not-log"  # the token the fixtures accept; tests assert it never leaks
+_REASONS = {400: "BadRequest", 401: "Unauthorized", 403: "Forbidden", 404: "NotFound", 410: "Expired",
+            422: "Invalid", 500: "InternalError", 503: "ServiceUnavailable", 504: "Timeout"}
 _RECORDED_HEADERS = ("User-Agent", "Accept", "Accept-Encoding", "Content-Type")
-FAULTS = ("status", "429", "too_large_rv", "delay", "reset", "truncate", "not_json", "wrong_shape")
+FAULTS = ("too_large_rv", "delay", "reset", "truncate", "not_json", "wrong_shape")  # besides HTTP status codes
 
 
 @dataclass
@@ -202,7 +201,7 @@ class FakeKubeAPI:
         server = _Server(("127.0.0.1", self._port), _make_handler(self), self._tls)
         self._port = server.server_address[1]
         self._server = server
-        self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
+        self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.01},
                                         name=f"fakeapi-{self._port}", daemon=True)
         self._thread.start()
         return self
@@ -233,7 +232,7 @@ class FakeKubeAPI:
         self.stop()
         self._tmp.cleanup()
 
-    def __enter__(self) -> Self:
+    def __enter__(self) -> FakeKubeAPI:
         self.start()
         return self
 
@@ -320,9 +319,12 @@ class FakeKubeAPI:
         Retry-After) or one of "too_large_rv", "delay" (then serve normally), "reset" (RST, no response),
         "truncate" (Content-Length larger than the body sent), "not_json", "wrong_shape".
         """
-        kind = "status" if isinstance(fault, int) and fault != 429 else str(fault)
-        if kind not in FAULTS:
-            raise ValueError(f"unknown fault {fault!r}; known: {FAULTS}")
+        if isinstance(fault, int):
+            kind = "429" if fault == 429 else "status"
+        elif fault in FAULTS:
+            kind = fault
+        else:
+            raise ValueError(f"unknown fault {fault!r}; known: an HTTP status code or one of {FAULTS}")
         with self._lock:
             self._faults.append(_Fault(kind, fault if isinstance(fault, int) else 0, times, path_contains, match,
                                        delay, retry_after))
@@ -348,12 +350,10 @@ class FakeKubeAPI:
 
     # --- serving -------------------------------------------------------------------------------
     def serve(self, req: RecordedRequest) -> tuple[int, Obj]:
-        for pattern, kind, single in _ROUTES:
-            m = pattern.match(req.path)
-            if m:
-                break
-        else:
+        found = next(((m, k, one) for p, k, one in _ROUTES if (m := p.match(req.path))), None)
+        if found is None:
             raise _Reply(404, "the server could not find the requested resource")
+        m, kind, single = found
         ns = m.groupdict().get("ns")
         verb = "get" if single else "list"
         with self._lock:
@@ -440,6 +440,11 @@ def _make_handler(api: FakeKubeAPI) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"  # keep-alive, like the real server
 
+        def setup(self) -> None:
+            super().setup()
+            # Headers and body go out in two writes: without NODELAY, Nagle + delayed ACK cost 40 ms a response.
+            self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
         def finish(self) -> None:
             try:
                 super().finish()
@@ -448,6 +453,23 @@ def _make_handler(api: FakeKubeAPI) -> type[BaseHTTPRequestHandler]:
 
         def log_message(self, format: str, *args: Any) -> None:
             pass
+
+        def do_CONNECT(self) -> None:
+            """Act as an HTTPS proxy: tunnel to the same port on loopback (never anywhere else)."""
+            api._record(RecordedRequest("CONNECT", self.path, {}, {}, None, target=self.path))
+            port = int(self.path.rsplit(":", 1)[1])
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as upstream:
+                self.send_response(200, "Connection established")
+                self.end_headers()
+                self.close_connection = True
+                peers = {self.connection: upstream, upstream: self.connection}
+                while not api._stopping.is_set():
+                    ready, _, _ = select.select(list(peers), [], [], 0.05)
+                    chunks = [(sock, sock.recv(65536)) for sock in ready]
+                    if any(not data for _, data in chunks):
+                        return
+                    for sock, data in chunks:
+                        peers[sock].sendall(data)
 
         def do_GET(self) -> None:
             target = urlsplit(self.path)
@@ -524,11 +546,6 @@ def _make_handler(api: FakeKubeAPI) -> type[BaseHTTPRequestHandler]:
                 self.send_header(name, value)
             self.end_headers()
             self.wfile.write(body)
-
-        def do_POST(self) -> None:
-            self._send(RecordedRequest("POST", self.path, {}, {}, None), 405,
-                       json.dumps(status_body(405, "the server does not allow this method")).encode(),
-                       "application/json")
 
     return Handler
 
