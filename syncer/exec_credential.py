@@ -28,9 +28,7 @@ SUPPORTED_API_VERSIONS = ("client.authentication.k8s.io/v1", "client.authenticat
 EXEC_TIMEOUT = 30.0  # a plugin that waits for a browser login would otherwise hang the sync loop forever
 _STDERR_TAIL = 2000
 
-_RFC3339 = re.compile(
-    r"(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(\.\d+)?(?:([Zz])|([+-])(\d{2}):(\d{2}))"
-)
+_RFC3339 = re.compile(r"(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(\.\d+)?(?:([Zz])|([+-])(\d{2}):(\d{2}))")
 
 
 @dataclass(frozen=True)

@@ -73,8 +73,15 @@ class _Reply:
 class _Transient(Exception):
     """A failure worth retrying; becomes KubeUnavailable (or KubeBadResponse) when the attempts run out."""
 
-    def __init__(self, reason: str, *, retry_after: float | None = None, status: int | None = None,
-                 bad_body: bool = False, too_large_rv: bool = False) -> None:
+    def __init__(
+        self,
+        reason: str,
+        *,
+        retry_after: float | None = None,
+        status: int | None = None,
+        bad_body: bool = False,
+        too_large_rv: bool = False,
+    ) -> None:
         super().__init__(reason)
         self.reason = reason
         self.retry_after = retry_after
@@ -105,8 +112,9 @@ class _ClusterAdapter(HTTPAdapter):
     def init_poolmanager(self, connections: int, maxsize: int, block: bool = False, **pool_kwargs: Any) -> None:
         super().init_poolmanager(connections, maxsize, block, **pool_kwargs, **self._tls_kwargs)
 
-    def build_connection_pool_key_attributes(self, request: requests.PreparedRequest, verify: object,
-                                             cert: object = None) -> tuple[Any, Any]:
+    def build_connection_pool_key_attributes(
+        self, request: requests.PreparedRequest, verify: object, cert: object = None
+    ) -> tuple[Any, Any]:
         # Any: the pool kwargs carry server_hostname, which the requests stubs' TypedDict does not list.
         host_params, _ = super().build_connection_pool_key_attributes(request, True, None)
         return host_params, {**self._tls_kwargs, "cert_reqs": self._cert_reqs()}
@@ -191,18 +199,32 @@ def _describe_transport_error(exc: BaseException) -> str:
 
 
 def _is_certificate_error(exc: BaseException) -> bool:
-    return any(isinstance(e, ssl.SSLCertVerificationError) or "CERTIFICATE_VERIFY_FAILED" in str(e)
-               for e in _exception_chain(exc))
+    return any(
+        isinstance(e, ssl.SSLCertVerificationError) or "CERTIFICATE_VERIFY_FAILED" in str(e)
+        for e in _exception_chain(exc)
+    )
 
 
 class KubeClient:
     """LISTs watched resources from one API server. Not thread-safe: use one client per thread."""
 
-    def __init__(self, cluster: ClusterConfig, *, page_size: int = 500, connect_timeout: float = 5.0,
-                 read_timeout: float = 30.0, max_attempts: int = 5, max_backoff: float = 30.0,
-                 backoff_base: float = 0.5, retry_after_cap: float = 32.0, max_elapsed: float = 120.0,
-                 max_restarts: int = 3, max_pages: int = 10_000, sleep: Callable[[float], None] = time.sleep,
-                 user_agent: str = f"ingress-syncer/{__version__}") -> None:
+    def __init__(
+        self,
+        cluster: ClusterConfig,
+        *,
+        page_size: int = 500,
+        connect_timeout: float = 5.0,
+        read_timeout: float = 30.0,
+        max_attempts: int = 5,
+        max_backoff: float = 30.0,
+        backoff_base: float = 0.5,
+        retry_after_cap: float = 32.0,
+        max_elapsed: float = 120.0,
+        max_restarts: int = 3,
+        max_pages: int = 10_000,
+        sleep: Callable[[float], None] = time.sleep,
+        user_agent: str = f"ingress-syncer/{__version__}",
+    ) -> None:
         self._cluster = cluster
         self._server = cluster.server.rstrip("/")
         self._page_size = page_size
@@ -235,8 +257,11 @@ class KubeClient:
         else:
             self._proxies = dict(requests.utils.get_environ_proxies(self._server))
         if self._proxies:
-            log.info("using a proxy for %s (%s)", self._server, "kubeconfig proxy-url" if cluster.proxy_url
-                     else "HTTPS_PROXY/HTTP_PROXY environment")
+            log.info(
+                "using a proxy for %s (%s)",
+                self._server,
+                "kubeconfig proxy-url" if cluster.proxy_url else "HTTPS_PROXY/HTTP_PROXY environment",
+            )
         if cluster.insecure_skip_tls_verify:
             log.warning("TLS verification of %s is disabled (insecure-skip-tls-verify)", self._server)
         self._mount(self._build_context(None))
@@ -255,15 +280,18 @@ class KubeClient:
             else:
                 context = ssl.create_default_context()
         except (ssl.SSLError, ValueError) as exc:
-            raise ConfigError(f"the certificate authority of {cluster.describe or self._server} is not valid PEM: "
-                              f"{exc}") from None
+            raise ConfigError(
+                f"the certificate authority of {cluster.describe or self._server} is not valid PEM: {exc}"
+            ) from None
         if client_cert is not None:
             try:
                 _load_cert_chain(context, *client_cert)
             except (ssl.SSLError, OSError, ValueError) as exc:
-                raise KubeRequestError(f"the client certificate/key of {cluster.describe or self._server} could "
-                                       f"not be loaded ({type(exc).__name__}: {getattr(exc, 'reason', '') or 'bad PEM'}"
-                                       f"); check client-certificate-data/client-key-data") from None
+                raise KubeRequestError(
+                    f"the client certificate/key of {cluster.describe or self._server} could "
+                    f"not be loaded ({type(exc).__name__}: {getattr(exc, 'reason', '') or 'bad PEM'}"
+                    f"); check client-certificate-data/client-key-data"
+                ) from None
         return context
 
     def _mount(self, context: ssl.SSLContext) -> None:
@@ -304,8 +332,14 @@ class KubeClient:
         url = self._server + path
         try:
             with self._quiet_insecure():
-                response = self._session.get(url, params=params, headers=headers, timeout=self._timeout,
-                                             proxies=self._proxies, allow_redirects=False)
+                response = self._session.get(
+                    url,
+                    params=params,
+                    headers=headers,
+                    timeout=self._timeout,
+                    proxies=self._proxies,
+                    allow_redirects=False,
+                )
                 with response:
                     body = response.content  # reads the whole body: truncation and gzip errors surface here
             return _Reply(response.status_code, response.headers, body)
@@ -316,29 +350,44 @@ class KubeClient:
                     f"TLS verification of {self._server} failed while listing {resource}: "
                     f"{self._scrub(_describe_tls_error(exc))}; check certificate-authority(-data) and "
                     f"tls-server-name in {self._cluster.describe or 'the cluster config'}",
-                    resource=resource) from None
+                    resource=resource,
+                ) from None
             raise _Transient(f"TLS error: {self._scrub(_describe_transport_error(exc))}") from None
         except requests.exceptions.InvalidHeader:
             # requests quotes the offending header value (the token) in its message: never pass it on.
-            raise KubeRequestError(f"cannot list {resource}: the credential holds characters not allowed in an "
-                                   "HTTP header (a stray newline in the token?)", resource=resource) from None
-        except (requests.exceptions.InvalidURL, requests.exceptions.MissingSchema,
-                requests.exceptions.InvalidSchema, requests.exceptions.InvalidProxyURL) as exc:
-            raise KubeRequestError(f"cannot list {resource}: invalid API server or proxy URL "
-                                   f"({type(exc).__name__})", resource=resource) from None
+            raise KubeRequestError(
+                f"cannot list {resource}: the credential holds characters not allowed in an "
+                "HTTP header (a stray newline in the token?)",
+                resource=resource,
+            ) from None
+        except (
+            requests.exceptions.InvalidURL,
+            requests.exceptions.MissingSchema,
+            requests.exceptions.InvalidSchema,
+            requests.exceptions.InvalidProxyURL,
+        ) as exc:
+            raise KubeRequestError(
+                f"cannot list {resource}: invalid API server or proxy URL ({type(exc).__name__})", resource=resource
+            ) from None
         except requests.exceptions.ConnectTimeout:
             raise _Transient(f"connect timed out after {self._timeout[0]}s") from None
         except requests.exceptions.ReadTimeout:
             raise _Transient(f"read timed out after {self._timeout[1]}s") from None
         except (requests.exceptions.ChunkedEncodingError, requests.exceptions.ContentDecodingError) as exc:
-            raise _Transient(f"response body broken: {self._scrub(_describe_transport_error(exc))}",
-                             bad_body=True) from None
-        except (requests.exceptions.RequestException, urllib3.exceptions.HTTPError, http.client.HTTPException,
-                OSError) as exc:
+            raise _Transient(
+                f"response body broken: {self._scrub(_describe_transport_error(exc))}", bad_body=True
+            ) from None
+        except (
+            requests.exceptions.RequestException,
+            urllib3.exceptions.HTTPError,
+            http.client.HTTPException,
+            OSError,
+        ) as exc:
             raise _Transient(self._scrub(_describe_transport_error(exc))) from None
 
-    def _get_once(self, path: str, params: Mapping[str, str], kind: ResourceKind, namespace: str | None,
-                  refreshed: list[bool]) -> Obj:
+    def _get_once(
+        self, path: str, params: Mapping[str, str], kind: ResourceKind, namespace: str | None, refreshed: list[bool]
+    ) -> Obj:
         resource = kind.rbac_resource
         reply = self._send(path, params, self._use_credential(self._cluster.credentials.current()), resource)
         if reply.status == 401 and not refreshed[0]:
@@ -356,21 +405,33 @@ class KubeClient:
         scope = f'namespace "{namespace}"' if namespace and kind.namespaced else "cluster-wide"
         status = reply.status
         if status == 401:
-            raise KubeUnauthorized(f"unauthorized: the API server refused the credentials from "
-                                   f"{self._cluster.describe or 'the cluster config'} for list {resource}, even after "
-                                   f"refreshing them{server_said}", resource=resource, status=status)
+            raise KubeUnauthorized(
+                f"unauthorized: the API server refused the credentials from "
+                f"{self._cluster.describe or 'the cluster config'} for list {resource}, even after "
+                f"refreshing them{server_said}",
+                resource=resource,
+                status=status,
+            )
         if status == 403:
             group = f'API group "{kind.group}"' if kind.group else 'the core API group ("")'
-            raise KubeForbidden(f'forbidden: cannot list {resource} ({scope}): grant verb "list" on resource '
-                                f'"{kind.plural}" in {group}{server_said}', resource=resource, verb="list",
-                                status=status)
+            raise KubeForbidden(
+                f'forbidden: cannot list {resource} ({scope}): grant verb "list" on resource '
+                f'"{kind.plural}" in {group}{server_said}',
+                resource=resource,
+                verb="list",
+                status=status,
+            )
         if status == 404:
-            raise KubeNotFound(f"not found: {resource} is not served at {path} (is API version "
-                               f"{kind.api_version} enabled on this cluster?){server_said}",
-                               resource=resource, status=status)
+            raise KubeNotFound(
+                f"not found: {resource} is not served at {path} (is API version "
+                f"{kind.api_version} enabled on this cluster?){server_said}",
+                resource=resource,
+                status=status,
+            )
         if status == 410:
-            raise KubeExpired(f"expired: list of {resource} ({reason or 'Gone'}){server_said}", resource=resource,
-                              status=status)
+            raise KubeExpired(
+                f"expired: list of {resource} ({reason or 'Gone'}){server_said}", resource=resource, status=status
+            )
         if status == 429 or status >= 500:
             hint = details.get("retryAfterSeconds")
             retry_after = _retry_after(reply.headers.get("Retry-After"))
@@ -378,27 +439,39 @@ class KubeClient:
                 retry_after = float(hint)
             causes = details.get("causes")
             causes = causes if isinstance(causes, list) else []
-            too_large = any(isinstance(c, dict) and c.get("reason") == "ResourceVersionTooLarge" for c in causes) \
+            too_large = (
+                any(isinstance(c, dict) and c.get("reason") == "ResourceVersionTooLarge" for c in causes)
                 or "Too large resource version" in message
-            raise _Transient(f"HTTP {status} {reason or http.client.responses.get(status, '')}".strip() + server_said,
-                             retry_after=retry_after, status=status, too_large_rv=too_large)
-        raise KubeRequestError(f"list {resource} refused: HTTP {status} {reason}".rstrip() + server_said,
-                               resource=resource, status=status)
+            )
+            raise _Transient(
+                f"HTTP {status} {reason or http.client.responses.get(status, '')}".strip() + server_said,
+                retry_after=retry_after,
+                status=status,
+                too_large_rv=too_large,
+            )
+        raise KubeRequestError(
+            f"list {resource} refused: HTTP {status} {reason}".rstrip() + server_said, resource=resource, status=status
+        )
 
     def _parse_list(self, reply: _Reply) -> Obj:
         try:
             body = json.loads(reply.body)
         except ValueError:
             ctype = reply.headers.get("Content-Type", "?")
-            raise _Transient(f"response is not JSON (Content-Type {ctype}, {len(reply.body)} bytes)",
-                             bad_body=True) from None
+            raise _Transient(
+                f"response is not JSON (Content-Type {ctype}, {len(reply.body)} bytes)", bad_body=True
+            ) from None
         meta = body.get("metadata") if isinstance(body, dict) else None
         items = body.get("items") if isinstance(body, dict) else None
         if items is None and isinstance(body, dict):
             items = []  # Go encodes an empty slice as null
-        if not isinstance(meta, dict) or not isinstance(items, list) or not all(isinstance(i, dict) for i in items) \
-                or not isinstance(meta.get("resourceVersion", ""), str) \
-                or not isinstance(meta.get("continue", ""), str):
+        if (
+            not isinstance(meta, dict)
+            or not isinstance(items, list)
+            or not all(isinstance(i, dict) for i in items)
+            or not isinstance(meta.get("resourceVersion", ""), str)
+            or not isinstance(meta.get("continue", ""), str)
+        ):
             raise _Transient("response is JSON but not a list (no metadata/items)", bad_body=True)
         return {"metadata": meta, "items": items}
 
@@ -423,20 +496,33 @@ class KubeClient:
         def before_sleep(state: RetryCallState) -> None:
             exc = state.outcome.exception() if state.outcome is not None else None
             wait = state.next_action.sleep if state.next_action is not None else 0.0
-            log.warning("list %s at %s: %s; retry %d/%d in %.2fs", resource, path, exc, state.attempt_number + 1,
-                        self._max_attempts, wait)
+            log.warning(
+                "list %s at %s: %s; retry %d/%d in %.2fs",
+                resource,
+                path,
+                exc,
+                state.attempt_number + 1,
+                self._max_attempts,
+                wait,
+            )
 
         retrying = Retrying(
             stop=stop_after_attempt(self._max_attempts) | stop_before_delay(self._max_elapsed),
-            wait=self._wait, retry=retry_if_exception_type(_Transient), sleep=self._sleep,
-            before_sleep=before_sleep, reraise=True)
+            wait=self._wait,
+            retry=retry_if_exception_type(_Transient),
+            sleep=self._sleep,
+            before_sleep=before_sleep,
+            reraise=True,
+        )
         started = time.monotonic()
         try:
             return retrying(self._get_once, path, params, kind, namespace, refreshed)
         except _Transient as exc:
             attempts = retrying.statistics.get("attempt_number", 1)
-            text = (f"list {resource} at {self._server}{path} failed after {attempts} attempt(s) in "
-                    f"{time.monotonic() - started:.1f}s; last failure: {exc.reason}")
+            text = (
+                f"list {resource} at {self._server}{path} failed after {attempts} attempt(s) in "
+                f"{time.monotonic() - started:.1f}s; last failure: {exc.reason}"
+            )
             log.warning("giving up: %s", text)
             if exc.bad_body:
                 raise KubeBadResponse(f"bad response: {text}", resource=resource, status=exc.status) from None
@@ -444,8 +530,13 @@ class KubeClient:
             raise error(f"API server unavailable: {text}", resource=resource, status=exc.status) from None
 
     # --- LIST ------------------------------------------------------------------------------------
-    def list(self, kind: str | ResourceKind, namespace: str | None = None, label_selector: str | None = None,
-             field_selector: str | None = None) -> ListResult:
+    def list(
+        self,
+        kind: str | ResourceKind,
+        namespace: str | None = None,
+        label_selector: str | None = None,
+        field_selector: str | None = None,
+    ) -> ListResult:
         """All items of `kind` (cluster-wide, or in `namespace`) matching the selectors, from one revision.
 
         Which revision: the first list of a (resource, namespace, selectors) key leaves resourceVersion unset,
@@ -471,8 +562,13 @@ class KubeClient:
             try:
                 result = self._list_pages(rk, ns, params, since)
             except KubeExpired as exc:
-                log.warning("list %s: %s; restarting the list from scratch (%d/%d)", rk.rbac_resource, exc,
-                            restart + 1, self._max_restarts)
+                log.warning(
+                    "list %s: %s; restarting the list from scratch (%d/%d)",
+                    rk.rbac_resource,
+                    exc,
+                    restart + 1,
+                    self._max_restarts,
+                )
                 last = exc
             except _TooLargeResourceVersion as exc:
                 if since is None:  # nothing to fall back from: a plain outage
@@ -485,13 +581,17 @@ class KubeClient:
                 self._last_rv[key] = result.resource_version
                 return result
             since = None
-        raise KubeExpired(f"list {rk.rbac_resource} could not complete: {self._max_restarts + 1} tries in a row "
-                          f"expired or were refused (last: {last}); the collection may be too large to page "
-                          f"through before continue tokens expire, try a bigger page size",
-                          resource=rk.rbac_resource, status=last.status if last else None)
+        raise KubeExpired(
+            f"list {rk.rbac_resource} could not complete: {self._max_restarts + 1} tries in a row "
+            f"expired or were refused (last: {last}); the collection may be too large to page "
+            f"through before continue tokens expire, try a bigger page size",
+            resource=rk.rbac_resource,
+            status=last.status if last else None,
+        )
 
-    def _list_pages(self, kind: ResourceKind, namespace: str | None, params: Mapping[str, str],
-                    since: str | None) -> ListResult:
+    def _list_pages(
+        self, kind: ResourceKind, namespace: str | None, params: Mapping[str, str], since: str | None
+    ) -> ListResult:
         path = kind.list_path(namespace)
         first = dict(params)
         if since:
@@ -510,14 +610,18 @@ class KubeClient:
             if not token:  # only `continue` says "more": pages may be short or empty with selectors
                 return ListResult(kind, tuple(items), list_rv)
             if token in tokens_seen:
-                raise KubeBadResponse(f"bad response: list {kind.rbac_resource} at {path} returned the same "
-                                      "continue token twice", resource=kind.rbac_resource)
+                raise KubeBadResponse(
+                    f"bad response: list {kind.rbac_resource} at {path} returned the same continue token twice",
+                    resource=kind.rbac_resource,
+                )
             tokens_seen.add(token)
             # Continuation pages repeat the query except resourceVersion(Match): the token pins the revision,
             # and the API server refuses both together (400/422), as client-go's pager knows.
             page_params = {**params, "continue": token}
-        raise KubeBadResponse(f"bad response: list {kind.rbac_resource} at {path} did not end after "
-                              f"{self._max_pages} pages", resource=kind.rbac_resource)
+        raise KubeBadResponse(
+            f"bad response: list {kind.rbac_resource} at {path} did not end after {self._max_pages} pages",
+            resource=kind.rbac_resource,
+        )
 
     # --- lifecycle -------------------------------------------------------------------------------
     def close(self) -> None:

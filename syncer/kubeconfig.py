@@ -1,4 +1,4 @@
-"""kubeconfig or in-cluster service account -> ClusterConfig and its credential sources. Reads files, runs exec plugins."""
+"""kubeconfig or in-cluster service account -> ClusterConfig and credential sources. Reads files, runs exec plugins."""
 
 from __future__ import annotations
 
@@ -239,7 +239,9 @@ def _no_config_message(listed: Sequence[Path], default: Path, root: Path, env: M
         else f"{default} does not exist and KUBECONFIG is not set"
     )
     if env.get("KUBERNETES_SERVICE_HOST") and not (root / "token").is_file():
-        looked += f"; KUBERNETES_SERVICE_HOST is set but {root / 'token'} is missing (automountServiceAccountToken off?)"
+        looked += (
+            f"; KUBERNETES_SERVICE_HOST is set but {root / 'token'} is missing (automountServiceAccountToken off?)"
+        )
     return (
         f"no Kubernetes API access is configured ({looked}). Pass --kubeconfig FILE, set KUBECONFIG, "
         "run in a pod with a service account token mounted, or read manifests from disk with --source DIR"
@@ -343,7 +345,9 @@ def _exec_cluster_info(entry: Entry, config: ClusterConfig) -> dict[str, object]
 
 
 _BASIC_AUTH = "basic auth (username/password) is not supported; use a token, a client certificate or an exec plugin"
-_IMPERSONATION = "impersonation (as, as-uid, as-groups, as-user-extra) is not supported; use that identity's credentials"
+_IMPERSONATION = (
+    "impersonation (as, as-uid, as-groups, as-user-extra) is not supported; use that identity's credentials"
+)
 _UNSUPPORTED = {
     "username": _BASIC_AUTH,
     "password": _BASIC_AUTH,

@@ -34,8 +34,17 @@ from syncer.resources import WATCHED_KINDS, ResourceKind, resolve_kind
 
 Obj = dict[str, Any]
 TEST_TOKEN = "tok-7f3a9c1e-do-not-log"  # the token the fixtures accept; tests assert it never leaks
-_REASONS = {400: "BadRequest", 401: "Unauthorized", 403: "Forbidden", 404: "NotFound", 410: "Expired",
-            422: "Invalid", 500: "InternalError", 503: "ServiceUnavailable", 504: "Timeout"}
+_REASONS = {
+    400: "BadRequest",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "NotFound",
+    410: "Expired",
+    422: "Invalid",
+    500: "InternalError",
+    503: "ServiceUnavailable",
+    504: "Timeout",
+}
 _RECORDED_HEADERS = ("User-Agent", "Accept", "Accept-Encoding", "Content-Type")
 FAULTS = ("too_large_rv", "delay", "reset", "truncate", "not_json", "wrong_shape")  # besides HTTP status codes
 
@@ -81,8 +90,15 @@ class _Reply(Exception):
 
 
 def status_body(code: int, message: str, reason: str | None = None, details: Obj | None = None) -> Obj:
-    body: Obj = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "message": message,
-                 "reason": reason or _REASONS.get(code, ""), "code": code}
+    body: Obj = {
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Failure",
+        "message": message,
+        "reason": reason or _REASONS.get(code, ""),
+        "code": code,
+    }
     if details:
         body["details"] = details
     return body
@@ -126,26 +142,37 @@ def _field_terms(kind: ResourceKind, selector: str) -> list[tuple[str, str, bool
         if len(parts) != 2:
             raise _Reply(400, f"invalid field selector: {term!r}")
         if parts[0].strip() not in known:
-            raise _Reply(400, f'"{parts[0].strip()}" is not a known field selector: only "metadata.name", '
-                              f'"metadata.namespace"')
+            raise _Reply(
+                400, f'"{parts[0].strip()}" is not a known field selector: only "metadata.name", "metadata.namespace"'
+            )
         terms.append((parts[0].strip(), parts[1].strip(), "!=" in term))
     return terms
 
 
 def _field_matches(obj: Obj, terms: list[tuple[str, str, bool]]) -> bool:
     meta = obj.get("metadata", {})
-    values = {"metadata.name": meta.get("name", ""), "metadata.namespace": meta.get("namespace", ""),
-              "type": obj.get("type", "")}
+    values = {
+        "metadata.name": meta.get("name", ""),
+        "metadata.namespace": meta.get("namespace", ""),
+        "type": obj.get("type", ""),
+    }
     return all((str(values[name]) == value) != negated for name, value, negated in terms)
 
 
 class FakeKubeAPI:
     """Start with `with FakeKubeAPI() as api:` or start()/stop(); `api.url` is the server to point a client at."""
 
-    def __init__(self, *, tls: bool = False, tokens: Iterable[str] | None = ("test-token",),
-                 cert_names: Iterable[str] = ("127.0.0.1", "localhost"), require_client_cert: bool = False,
-                 continue_ttl: float = 300.0, gzip_threshold: int = 128 * 1024,
-                 user: str = "system:serviceaccount:ingress-syncer:syncer") -> None:
+    def __init__(
+        self,
+        *,
+        tls: bool = False,
+        tokens: Iterable[str] | None = ("test-token",),
+        cert_names: Iterable[str] = ("127.0.0.1", "localhost"),
+        require_client_cert: bool = False,
+        continue_ttl: float = 300.0,
+        gzip_threshold: int = 128 * 1024,
+        user: str = "system:serviceaccount:ingress-syncer:syncer",
+    ) -> None:
         self.tokens: set[str] | None = set(tokens) if tokens is not None else None
         self.continue_ttl = continue_ttl
         self.gzip_threshold = gzip_threshold
@@ -201,8 +228,9 @@ class FakeKubeAPI:
         server = _Server(("127.0.0.1", self._port), _make_handler(self), self._tls)
         self._port = server.server_address[1]
         self._server = server
-        self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.01},
-                                        name=f"fakeapi-{self._port}", daemon=True)
+        self._thread = threading.Thread(
+            target=server.serve_forever, kwargs={"poll_interval": 0.01}, name=f"fakeapi-{self._port}", daemon=True
+        )
         self._thread.start()
         return self
 
@@ -236,8 +264,9 @@ class FakeKubeAPI:
         self.start()
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.close()
 
     # --- store ---------------------------------------------------------------------------------
@@ -250,8 +279,11 @@ class FakeKubeAPI:
             meta.pop("namespace", None)
         old_meta = (old or {}).get("metadata", {})
         meta["uid"] = meta.get("uid") or old_meta.get("uid") or str(uuid.uuid4())
-        meta["creationTimestamp"] = (meta.get("creationTimestamp") or old_meta.get("creationTimestamp")
-                                     or time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+        meta["creationTimestamp"] = (
+            meta.get("creationTimestamp")
+            or old_meta.get("creationTimestamp")
+            or time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        )
         meta["resourceVersion"] = str(self.revision)
         return f"{meta.get('namespace', '')}/{meta['name']}", obj
 
@@ -310,9 +342,16 @@ class FakeKubeAPI:
         with self._lock:
             self._snapshots.clear()
 
-    def inject(self, fault: int | str, *, times: int = 1, path_contains: str | None = None,
-               match: Callable[[RecordedRequest], bool] | None = None, delay: float = 1.0,
-               retry_after: int = 1) -> None:
+    def inject(
+        self,
+        fault: int | str,
+        *,
+        times: int = 1,
+        path_contains: str | None = None,
+        match: Callable[[RecordedRequest], bool] | None = None,
+        delay: float = 1.0,
+        retry_after: int = 1,
+    ) -> None:
         """Queue a fault for the next `times` matching requests.
 
         `fault` is an HTTP status (answered with a Status body; 429 answers like APF: plain text and
@@ -326,14 +365,16 @@ class FakeKubeAPI:
         else:
             raise ValueError(f"unknown fault {fault!r}; known: an HTTP status code or one of {FAULTS}")
         with self._lock:
-            self._faults.append(_Fault(kind, fault if isinstance(fault, int) else 0, times, path_contains, match,
-                                       delay, retry_after))
+            self._faults.append(
+                _Fault(kind, fault if isinstance(fault, int) else 0, times, path_contains, match, delay, retry_after)
+            )
 
     def _take_fault(self, req: RecordedRequest) -> _Fault | None:
         with self._lock:
             for fault in self._faults:
                 if (fault.path_contains is None or fault.path_contains in req.path) and (
-                        fault.match is None or fault.match(req)):
+                    fault.match is None or fault.match(req)
+                ):
                     fault.times -= 1
                     if fault.times <= 0:
                         self._faults.remove(fault)
@@ -359,14 +400,20 @@ class FakeKubeAPI:
         with self._lock:
             if (kind.plural, verb) in self._forbidden:
                 scope = f'in the namespace "{ns}"' if ns else "at the cluster scope"
-                raise _Reply(403, f'{kind.rbac_resource} is forbidden: User "{self.user}" cannot {verb} resource '
-                                  f'"{kind.plural}" in API group "{kind.group}" {scope}',
-                             details={"kind": kind.plural, "group": kind.group})
+                raise _Reply(
+                    403,
+                    f'{kind.rbac_resource} is forbidden: User "{self.user}" cannot {verb} resource '
+                    f'"{kind.plural}" in API group "{kind.group}" {scope}',
+                    details={"kind": kind.plural, "group": kind.group},
+                )
             if single:
                 obj = self._store[kind.plural].get(f"{ns or ''}/{m['name']}")
                 if obj is None:
-                    raise _Reply(404, f'{kind.rbac_resource} "{m["name"]}" not found',
-                                 details={"name": m["name"], "kind": kind.plural, "group": kind.group})
+                    raise _Reply(
+                        404,
+                        f'{kind.rbac_resource} "{m["name"]}" not found',
+                        details={"name": m["name"], "kind": kind.plural, "group": kind.group},
+                    )
                 return 200, {"kind": kind.kind, "apiVersion": kind.api_version, **copy.deepcopy(obj)}
             return 200, self._list(kind, ns, req.query)
 
@@ -374,14 +421,21 @@ class FakeKubeAPI:
         rv, match, token = q.get("resourceVersion", ""), q.get("resourceVersionMatch", ""), q.get("continue", "")
         if match:
             if not rv:
-                raise _Reply(422, "ListOptions.meta.k8s.io \"\" is invalid: resourceVersionMatch: Forbidden: "
-                                  "resourceVersionMatch is forbidden unless resourceVersion is provided")
+                raise _Reply(
+                    422,
+                    'ListOptions.meta.k8s.io "" is invalid: resourceVersionMatch: Forbidden: '
+                    "resourceVersionMatch is forbidden unless resourceVersion is provided",
+                )
             if token:
-                raise _Reply(422, "ListOptions.meta.k8s.io \"\" is invalid: resourceVersionMatch: Forbidden: "
-                                  "resourceVersionMatch is forbidden when continue is provided")
+                raise _Reply(
+                    422,
+                    'ListOptions.meta.k8s.io "" is invalid: resourceVersionMatch: Forbidden: '
+                    "resourceVersionMatch is forbidden when continue is provided",
+                )
             if match not in ("NotOlderThan", "Exact"):
-                raise _Reply(422, f'ListOptions.meta.k8s.io "" is invalid: resourceVersionMatch: Unsupported value: '
-                                  f'"{match}"')
+                raise _Reply(
+                    422, f'ListOptions.meta.k8s.io "" is invalid: resourceVersionMatch: Unsupported value: "{match}"'
+                )
         if token and rv not in ("", "0"):
             raise _Reply(400, "specifying resource version is not allowed when using continue")
         if rv and not rv.isdigit():
@@ -407,8 +461,12 @@ class FakeKubeAPI:
                 raise _Reply(400, "continue key is not valid: the query changed between pages")
             snap = self._snapshots.get((revision, kind.plural))
             if snap is None or time.monotonic() - snap.created > self.continue_ttl:
-                raise _Reply(410, "The provided continue parameter is too old to display a consistent list "
-                                  "result. You can start a new list without the continue parameter.", "Expired")
+                raise _Reply(
+                    410,
+                    "The provided continue parameter is too old to display a consistent list "
+                    "result. You can start a new list without the continue parameter.",
+                    "Expired",
+                )
         else:
             revision, start = self.revision, ""
             snap = _Snapshot(sorted(self._store[kind.plural].items()))
@@ -416,8 +474,11 @@ class FakeKubeAPI:
             limit = 0  # like the watch cache: RV=0 ignores limit
         scoped = [(k, o) for k, o in snap.items if (ns is None or k.startswith(f"{ns}/")) and k >= start]
         page = scoped[:limit] if limit else scoped
-        items = [copy.deepcopy(o) for _, o in page
-                 if _label_matches(o["metadata"].get("labels") or {}, label_sel) and _field_matches(o, terms)]
+        items = [
+            copy.deepcopy(o)
+            for _, o in page
+            if _label_matches(o["metadata"].get("labels") or {}, label_sel) and _field_matches(o, terms)
+        ]
         meta: Obj = {"resourceVersion": str(revision)}
         if limit and len(scoped) > limit:
             now = time.monotonic()
@@ -431,9 +492,15 @@ class FakeKubeAPI:
 
 
 def _too_large(wanted: int, current: int) -> _Reply:
-    return _Reply(504, f"Timeout: Too large resource version: {wanted}, current: {current}", "Timeout",
-                  {"causes": [{"reason": "ResourceVersionTooLarge", "message": "Too large resource version"}],
-                   "retryAfterSeconds": 1})
+    return _Reply(
+        504,
+        f"Timeout: Too large resource version: {wanted}, current: {current}",
+        "Timeout",
+        {
+            "causes": [{"reason": "ResourceVersionTooLarge", "message": "Too large resource version"}],
+            "retryAfterSeconds": 1,
+        },
+    )
 
 
 def _make_handler(api: FakeKubeAPI) -> type[BaseHTTPRequestHandler]:
@@ -475,10 +542,14 @@ def _make_handler(api: FakeKubeAPI) -> type[BaseHTTPRequestHandler]:
             target = urlsplit(self.path)
             auth = self.headers.get("Authorization", "")
             req = RecordedRequest(
-                method="GET", path=target.path, query=dict(parse_qsl(target.query, keep_blank_values=True)),
+                method="GET",
+                path=target.path,
+                query=dict(parse_qsl(target.query, keep_blank_values=True)),
                 headers={h: v for h in _RECORDED_HEADERS if (v := self.headers.get(h)) is not None},
-                token=auth[7:] if auth.startswith("Bearer ") else None, client_cn=self._client_cn(),
-                target=self.path)
+                token=auth[7:] if auth.startswith("Bearer ") else None,
+                client_cn=self._client_cn(),
+                target=self.path,
+            )
             api._record(req)
             if api.on_request is not None:
                 api.on_request(req)
@@ -491,8 +562,12 @@ def _make_handler(api: FakeKubeAPI) -> type[BaseHTTPRequestHandler]:
                 code, body = api.serve(req)
                 self._send(req, code, json.dumps(body).encode(), "application/json")
             except _Reply as r:
-                self._send(req, r.code, json.dumps(status_body(r.code, r.message, r.reason, r.details)).encode(),
-                           "application/json")
+                self._send(
+                    req,
+                    r.code,
+                    json.dumps(status_body(r.code, r.message, r.reason, r.details)).encode(),
+                    "application/json",
+                )
 
         def _client_cn(self) -> str | None:
             cert = self.connection.getpeercert() if isinstance(self.connection, ssl.SSLSocket) else None
@@ -506,8 +581,13 @@ def _make_handler(api: FakeKubeAPI) -> type[BaseHTTPRequestHandler]:
             if fault.kind == "too_large_rv":
                 raise _too_large(api.revision + 10, api.revision)
             if fault.kind == "429":
-                self._send(req, 429, b"Too many requests, please try again later.\n", "text/plain; charset=utf-8",
-                           {"Retry-After": str(fault.retry_after)})
+                self._send(
+                    req,
+                    429,
+                    b"Too many requests, please try again later.\n",
+                    "text/plain; charset=utf-8",
+                    {"Retry-After": str(fault.retry_after)},
+                )
             elif fault.kind == "delay":
                 api.pause(fault.delay)
                 return False
@@ -526,12 +606,14 @@ def _make_handler(api: FakeKubeAPI) -> type[BaseHTTPRequestHandler]:
             elif fault.kind == "not_json":
                 self._send(req, 200, b"<html><body>502 Bad Gateway (proxy)</body></html>", "text/html")
             elif fault.kind == "wrong_shape":
-                self._send(req, 200, b'{"kind": "IngressList", "metadata": {}, "items": {"oops": 1}}',
-                           "application/json")
+                self._send(
+                    req, 200, b'{"kind": "IngressList", "metadata": {}, "items": {"oops": 1}}', "application/json"
+                )
             return True
 
-        def _send(self, req: RecordedRequest, code: int, body: bytes, ctype: str,
-                  headers: Mapping[str, str] | None = None) -> None:
+        def _send(
+            self, req: RecordedRequest, code: int, body: bytes, ctype: str, headers: Mapping[str, str] | None = None
+        ) -> None:
             req.status = code
             if "gzip" in self.headers.get("Accept-Encoding", "") and len(body) > api.gzip_threshold:
                 body, req.gzipped = gzip.compress(body, compresslevel=1), True
@@ -556,8 +638,9 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False  # a delayed handler must not hold stop() up
 
-    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler],
-                 tls: ssl.SSLContext | None) -> None:
+    def __init__(
+        self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler], tls: ssl.SSLContext | None
+    ) -> None:
         self.tls = tls
         self.open_sockets: set[socket.socket] = set()
         super().__init__(address, handler)

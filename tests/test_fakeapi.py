@@ -16,11 +16,13 @@ from tests.fakeapi import TEST_TOKEN, FakeKubeAPI
 INGRESSES = "/apis/networking.k8s.io/v1/ingresses"
 
 
-def get(api: FakeKubeAPI, path: str, token: str | None = TEST_TOKEN, headers: dict[str, str] | None = None,
-        **query: str) -> tuple[int, Any, dict[str, str]]:
+def get(
+    api: FakeKubeAPI, path: str, token: str | None = TEST_TOKEN, headers: dict[str, str] | None = None, **query: str
+) -> tuple[int, Any, dict[str, str]]:
     url = f"{api.url}{path}" + (f"?{urlencode(query)}" if query else "")
-    request = urllib.request.Request(url, headers={**({"Authorization": f"Bearer {token}"} if token else {}),
-                                                   **(headers or {})})
+    request = urllib.request.Request(
+        url, headers={**({"Authorization": f"Bearer {token}"} if token else {}), **(headers or {})}
+    )
     try:
         with urllib.request.urlopen(request, timeout=5) as response:
             body, status, got = response.read(), response.status, dict(response.headers)
@@ -39,21 +41,36 @@ def item_names(body: dict[str, Any]) -> list[str]:
     return [i["metadata"]["name"] for i in body["items"]]
 
 
-@pytest.mark.parametrize(("selector", "expected"), [
-    ("app=web", ["a", "b"]), ("app==web", ["a", "b"]), ("app!=web", ["c", "d"]), ("tier", ["b", "c"]),
-    ("!tier", ["a", "d"]), ("app=web,tier=x", ["b"]), ("", ["a", "b", "c", "d"]),
-])
+@pytest.mark.parametrize(
+    ("selector", "expected"),
+    [
+        ("app=web", ["a", "b"]),
+        ("app==web", ["a", "b"]),
+        ("app!=web", ["c", "d"]),
+        ("tier", ["b", "c"]),
+        ("!tier", ["a", "d"]),
+        ("app=web,tier=x", ["b"]),
+        ("", ["a", "b", "c", "d"]),
+    ],
+)
 def test_label_selectors(fake_api: FakeKubeAPI, selector: str, expected: list[str]) -> None:
-    fake_api.set_objects("ingresses", [ingress("a", app="web"), ingress("b", app="web", tier="x"),
-                                       ingress("c", app="db", tier="y"), ingress("d")])
+    fake_api.set_objects(
+        "ingresses",
+        [ingress("a", app="web"), ingress("b", app="web", tier="x"), ingress("c", app="db", tier="y"), ingress("d")],
+    )
     status, body, _ = get(fake_api, INGRESSES, labelSelector=selector)
     assert status == 200 and item_names(body) == expected
     assert body["kind"] == "IngressList" and "kind" not in body["items"][0]
 
 
 def test_field_selectors_and_unknown_fields(fake_api: FakeKubeAPI) -> None:
-    fake_api.set_objects("secrets", [{"metadata": {"name": "t", "namespace": "a"}, "type": "kubernetes.io/tls"},
-                                     {"metadata": {"name": "o", "namespace": "a"}, "type": "Opaque"}])
+    fake_api.set_objects(
+        "secrets",
+        [
+            {"metadata": {"name": "t", "namespace": "a"}, "type": "kubernetes.io/tls"},
+            {"metadata": {"name": "o", "namespace": "a"}, "type": "Opaque"},
+        ],
+    )
     assert item_names(get(fake_api, "/api/v1/secrets", fieldSelector="type=kubernetes.io/tls")[1]) == ["t"]
     assert item_names(get(fake_api, "/api/v1/secrets", fieldSelector="metadata.name!=t")[1]) == ["o"]
     status, body, _ = get(fake_api, INGRESSES, fieldSelector="type=x")  # `type` is a Secret-only field
@@ -93,8 +110,17 @@ def test_resource_version_rules(fake_api: FakeKubeAPI) -> None:
     token = body["metadata"]["continue"]
     assert body["metadata"]["remainingItemCount"] == 3
     assert get(fake_api, INGRESSES, limit="2", resourceVersion="1", **{"continue": token})[0] == 400
-    assert get(fake_api, INGRESSES, limit="2", resourceVersionMatch="NotOlderThan", resourceVersion="1",
-               **{"continue": token})[0] == 422
+    assert (
+        get(
+            fake_api,
+            INGRESSES,
+            limit="2",
+            resourceVersionMatch="NotOlderThan",
+            resourceVersion="1",
+            **{"continue": token},
+        )[0]
+        == 422
+    )
     assert get(fake_api, INGRESSES, limit="2", labelSelector="a=b", **{"continue": token})[0] == 400
     fake_api.expire_continue_tokens()
     status, body, _ = get(fake_api, INGRESSES, limit="2", **{"continue": token})

@@ -26,8 +26,16 @@ from syncer.kubeconfig import ClusterConfig, Credential
 from syncer.resources import INGRESS, TLS_SECRET
 from tests.fakeapi import TEST_TOKEN, FakeKubeAPI, RecordedRequest
 
-PROXY_VARS = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "all_proxy",
-              "no_proxy")
+PROXY_VARS = (
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "ALL_PROXY",
+    "NO_PROXY",
+    "http_proxy",
+    "https_proxy",
+    "all_proxy",
+    "no_proxy",
+)
 INGRESSES = "/apis/networking.k8s.io/v1/ingresses"
 
 
@@ -48,8 +56,9 @@ class Creds:
 
     def current(self) -> Credential:
         cert, key = self.cert or (None, None)
-        return Credential(token=self.tokens[min(self.invalidations, len(self.tokens) - 1)], client_cert_pem=cert,
-                          client_key_pem=key)
+        return Credential(
+            token=self.tokens[min(self.invalidations, len(self.tokens) - 1)], client_cert_pem=cert, client_key_pem=key
+        )
 
     def invalidate(self) -> None:
         self.invalidations += 1
@@ -62,12 +71,24 @@ class Sleeps(list[float]):
         self.append(seconds)
 
 
-def client_for(api: FakeKubeAPI, creds: Any = None, *, sleeps: Sleeps | None = None, cluster: dict[str, Any] | None
-               = None, **options: Any) -> KubeClient:
+def client_for(
+    api: FakeKubeAPI,
+    creds: Any = None,
+    *,
+    sleeps: Sleeps | None = None,
+    cluster: dict[str, Any] | None = None,
+    **options: Any,
+) -> KubeClient:
     fields: dict[str, Any] = {"ca_pem": api.ca_pem if api.ca is not None else None, **(cluster or {})}
     config = ClusterConfig(server=api.url, credentials=creds or Creds(TEST_TOKEN), **fields)
-    settings: dict[str, Any] = {"page_size": 100, "connect_timeout": 2.0, "read_timeout": 5.0, "max_attempts": 4,
-                                "backoff_base": 0.01, "sleep": sleeps if sleeps is not None else Sleeps()}
+    settings: dict[str, Any] = {
+        "page_size": 100,
+        "connect_timeout": 2.0,
+        "read_timeout": 5.0,
+        "max_attempts": 4,
+        "backoff_base": 0.01,
+        "sleep": sleeps if sleeps is not None else Sleeps(),
+    }
     return KubeClient(config, **{**settings, **options})
 
 
@@ -120,8 +141,14 @@ def test_unknown_namespace_is_an_empty_list(fake_api: FakeKubeAPI) -> None:
 
 def test_tls_secret_field_selector_is_always_combined(fake_api: FakeKubeAPI) -> None:
     secret = {"metadata": {"name": "s", "namespace": "a"}, "type": "kubernetes.io/tls"}
-    fake_api.set_objects("secrets", [secret, {**secret, "type": "Opaque", "metadata": {"name": "o", "namespace": "a"}},
-                                     {**secret, "metadata": {"name": "s", "namespace": "b"}}])
+    fake_api.set_objects(
+        "secrets",
+        [
+            secret,
+            {**secret, "type": "Opaque", "metadata": {"name": "o", "namespace": "a"}},
+            {**secret, "metadata": {"name": "s", "namespace": "b"}},
+        ],
+    )
     with client_for(fake_api) as client:
         result = client.list(TLS_SECRET, field_selector="metadata.namespace=a")
     assert names(result.items) == ["a/s"]
@@ -144,8 +171,9 @@ def test_pages_are_one_snapshot_even_if_the_store_changes_between_pages(fake_api
     assert names(result.items) == before
 
 
-def test_expired_continue_restarts_the_whole_list_and_never_splices(fake_api: FakeKubeAPI,
-                                                                    caplog: pytest.LogCaptureFixture) -> None:
+def test_expired_continue_restarts_the_whole_list_and_never_splices(
+    fake_api: FakeKubeAPI, caplog: pytest.LogCaptureFixture
+) -> None:
     fake_api.set_objects("ingresses", [ingress(i) for i in range(250)])
 
     def change_and_compact(req: RecordedRequest) -> None:
@@ -241,9 +269,13 @@ def test_too_large_resource_version_for_good_falls_back_to_rv_unset(fake_api: Fa
 def test_the_fake_refuses_what_the_real_api_refuses(fake_api: FakeKubeAPI) -> None:
     """The client's queries pass a server as strict as the apiserver's ListOptions validation."""
     fake_api.set_objects("ingresses", [ingress(i) for i in range(3)])
-    cases = [({"resourceVersionMatch": "NotOlderThan"}, 422), ({"continue": "x", "resourceVersion": "5"}, 400),
-             ({"resourceVersionMatch": "NotOlderThan", "resourceVersion": "999"}, 504),
-             ({"fieldSelector": "spec.rules=1"}, 400), ({"resourceVersion": "0", "limit": "1"}, 200)]
+    cases = [
+        ({"resourceVersionMatch": "NotOlderThan"}, 422),
+        ({"continue": "x", "resourceVersion": "5"}, 400),
+        ({"resourceVersionMatch": "NotOlderThan", "resourceVersion": "999"}, 504),
+        ({"fieldSelector": "spec.rules=1"}, 400),
+        ({"resourceVersion": "0", "limit": "1"}, 200),
+    ]
     with client_for(fake_api, max_attempts=1) as client:
         for params, status in cases:
             with pytest.raises(KubeError) if status != 200 else nullcontext():
@@ -254,10 +286,20 @@ def test_the_fake_refuses_what_the_real_api_refuses(fake_api: FakeKubeAPI) -> No
 # --- retries -------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("fault", "options"), [
-    (500, {}), (503, {}), (504, {}), (429, {}), ("reset", {}), ("truncate", {}), ("not_json", {}),
-    ("wrong_shape", {}), ("delay", {"read_timeout": 0.3}),
-])
+@pytest.mark.parametrize(
+    ("fault", "options"),
+    [
+        (500, {}),
+        (503, {}),
+        (504, {}),
+        (429, {}),
+        ("reset", {}),
+        ("truncate", {}),
+        ("not_json", {}),
+        ("wrong_shape", {}),
+        ("delay", {"read_timeout": 0.3}),
+    ],
+)
 def test_transient_faults_are_retried(fake_api: FakeKubeAPI, fault: int | str, options: dict[str, Any]) -> None:
     fake_api.set_objects("ingresses", [ingress(i) for i in range(150)])
     fake_api.inject(fault, times=2, match=lambda r: "continue" in r.query)  # hit the second page, twice
@@ -290,8 +332,12 @@ def test_backoff_grows_and_is_bounded(fake_api: FakeKubeAPI) -> None:
 def test_total_retry_time_is_bounded(fake_api: FakeKubeAPI) -> None:
     fake_api.inject(503, times=100)
     started = time.monotonic()
-    with client_for(fake_api, sleep=time.sleep, max_attempts=100, backoff_base=0.05, max_backoff=0.05,
-                    max_elapsed=0.3) as client, pytest.raises(KubeUnavailable):
+    with (
+        client_for(
+            fake_api, sleep=time.sleep, max_attempts=100, backoff_base=0.05, max_backoff=0.05, max_elapsed=0.3
+        ) as client,
+        pytest.raises(KubeUnavailable),
+    ):
         client.list("ingresses")
     assert time.monotonic() - started < 2.0
     assert len(fake_api.requests) < 20
@@ -322,8 +368,10 @@ def test_connection_refused_raises_kube_unavailable() -> None:
     api.start()
     api.close()
     sleeps = Sleeps()
-    with client_for(api, sleeps=sleeps, max_attempts=3) as client, pytest.raises(KubeUnavailable,
-                                                                                match="connection refused"):
+    with (
+        client_for(api, sleeps=sleeps, max_attempts=3) as client,
+        pytest.raises(KubeUnavailable, match="connection refused"),
+    ):
         client.list("ingresses")
     assert len(sleeps) == 2
 
@@ -363,8 +411,10 @@ def test_403_names_the_verb_and_resource_to_grant(fake_api: FakeKubeAPI) -> None
     with client_for(fake_api) as client, pytest.raises(KubeForbidden) as info:
         client.list("ingresses")
     message = str(info.value)
-    assert message.startswith('forbidden: cannot list ingresses.networking.k8s.io (cluster-wide): grant verb "list" '
-                              'on resource "ingresses" in API group "networking.k8s.io"')
+    assert message.startswith(
+        'forbidden: cannot list ingresses.networking.k8s.io (cluster-wide): grant verb "list" '
+        'on resource "ingresses" in API group "networking.k8s.io"'
+    )
     assert 'User "system:serviceaccount:ingress-syncer:syncer" cannot list' in message
     assert info.value.verb == "list" and info.value.resource == "ingresses.networking.k8s.io"
     assert len(fake_api.requests) == 1  # not retried
@@ -378,8 +428,14 @@ def test_403_in_a_namespace_on_the_core_group(fake_api: FakeKubeAPI) -> None:
 
 def test_404_names_the_resource(fake_api: FakeKubeAPI) -> None:
     fake_api.inject(404)
-    with client_for(fake_api) as client, pytest.raises(KubeNotFound, match=r"endpointslices\.discovery\.k8s\.io .*"
-                                                                           r"discovery\.k8s\.io/v1"):
+    with (
+        client_for(fake_api) as client,
+        pytest.raises(
+            KubeNotFound,
+            match=r"endpointslices\.discovery\.k8s\.io .*"
+            r"discovery\.k8s\.io/v1",
+        ),
+    ):
         client.list("EndpointSlice")
     assert len(fake_api.requests) == 1
 
@@ -438,8 +494,7 @@ def test_proxy_url_is_used_and_beats_the_environment(fake_api: FakeKubeAPI, monk
     assert fake_api.requests[0].target.startswith("http://kube.invalid:6443/apis/")
 
 
-def test_https_through_a_connect_proxy_keeps_our_tls_settings(fake_api: FakeKubeAPI,
-                                                              fake_api_tls: FakeKubeAPI) -> None:
+def test_https_through_a_connect_proxy_keeps_our_tls_settings(fake_api: FakeKubeAPI, fake_api_tls: FakeKubeAPI) -> None:
     with client_for(fake_api_tls, cluster={"proxy_url": fake_api.url, "tls_server_name": "localhost"}) as client:
         assert client.list("ingresses").items == ()
     assert [r.method for r in fake_api.requests] == ["CONNECT"]
@@ -459,7 +514,8 @@ def test_environment_proxy_is_used_without_proxy_url(fake_api: FakeKubeAPI, monk
 
 
 def test_tls_trusts_ca_pem_even_when_requests_ca_bundle_points_elsewhere(
-        fake_api_tls: FakeKubeAPI, monkeypatch: pytest.MonkeyPatch) -> None:
+    fake_api_tls: FakeKubeAPI, monkeypatch: pytest.MonkeyPatch
+) -> None:
     bundle = "/etc/ssl/certs/ca-certificates.crt"
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", bundle)
     monkeypatch.setenv("CURL_CA_BUNDLE", bundle)
@@ -471,19 +527,24 @@ def test_tls_trusts_ca_pem_even_when_requests_ca_bundle_points_elsewhere(
 def test_tls_wrong_ca_fails_fast_and_clearly(fake_api_tls: FakeKubeAPI) -> None:
     sleeps = Sleeps()
     other_ca = trustme.CA().cert_pem.bytes()
-    with client_for(fake_api_tls, sleeps=sleeps, cluster={"ca_pem": other_ca}) as client, \
-            pytest.raises(KubeUnavailable, match=r"TLS verification .* failed.*certificate") as info:
+    with (
+        client_for(fake_api_tls, sleeps=sleeps, cluster={"ca_pem": other_ca}) as client,
+        pytest.raises(KubeUnavailable, match=r"TLS verification .* failed.*certificate") as info,
+    ):
         client.list("ingresses")
     assert sleeps == [] and "certificate-authority" in str(info.value)
 
 
-def test_ca_bundle_environment_variables_cannot_add_trust(fake_api_tls: FakeKubeAPI,
-                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+def test_ca_bundle_environment_variables_cannot_add_trust(
+    fake_api_tls: FakeKubeAPI, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """requests would load REQUESTS_CA_BUNDLE into the connection's context next to ours: it must not."""
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", fake_api_tls.ca_path)
     monkeypatch.setenv("CURL_CA_BUNDLE", fake_api_tls.ca_path)
-    with client_for(fake_api_tls, cluster={"ca_pem": trustme.CA().cert_pem.bytes()}) as client, \
-            pytest.raises(KubeUnavailable, match="TLS verification"):
+    with (
+        client_for(fake_api_tls, cluster={"ca_pem": trustme.CA().cert_pem.bytes()}) as client,
+        pytest.raises(KubeUnavailable, match="TLS verification"),
+    ):
         client.list("ingresses")
 
 
@@ -511,8 +572,10 @@ def test_tls_server_name_is_used_for_sni_and_verification(named_api: FakeKubeAPI
 
 
 def test_without_tls_server_name_the_ip_does_not_match(named_api: FakeKubeAPI) -> None:
-    with client_for(named_api) as client, \
-            pytest.raises(KubeUnavailable, match=r"mismatch, certificate is not valid for .127\.0\.0\.1"):
+    with (
+        client_for(named_api) as client,
+        pytest.raises(KubeUnavailable, match=r"mismatch, certificate is not valid for .127\.0\.0\.1"),
+    ):
         client.list("ingresses")
 
 
@@ -539,29 +602,44 @@ def test_missing_client_certificate_is_a_kube_error(mtls_api: FakeKubeAPI) -> No
 
 def test_bad_client_key_is_a_kube_error(mtls_api: FakeKubeAPI) -> None:
     cert, _ = mtls_api.issue_client_cert()
-    with client_for(mtls_api, Creds(None, cert=(cert, b"not a key"))) as client, \
-            pytest.raises(KubeRequestError, match="client certificate/key"):
+    with (
+        client_for(mtls_api, Creds(None, cert=(cert, b"not a key"))) as client,
+        pytest.raises(KubeRequestError, match="client certificate/key"),
+    ):
         client.list("ingresses")
 
 
 # --- nothing from requests, no secrets ---------------------------------------------------------------
 
 FAULT_MATRIX: list[tuple[int | str, type[KubeError]]] = [
-    (500, KubeUnavailable), (503, KubeUnavailable), (504, KubeUnavailable), (429, KubeUnavailable),
-    ("too_large_rv", KubeUnavailable), ("reset", KubeUnavailable), ("truncate", KubeBadResponse),
-    ("not_json", KubeBadResponse), ("wrong_shape", KubeBadResponse), ("delay", KubeUnavailable),
-    (400, KubeRequestError), (401, KubeUnauthorized), (403, KubeForbidden), (404, KubeNotFound),
+    (500, KubeUnavailable),
+    (503, KubeUnavailable),
+    (504, KubeUnavailable),
+    (429, KubeUnavailable),
+    ("too_large_rv", KubeUnavailable),
+    ("reset", KubeUnavailable),
+    ("truncate", KubeBadResponse),
+    ("not_json", KubeBadResponse),
+    ("wrong_shape", KubeBadResponse),
+    ("delay", KubeUnavailable),
+    (400, KubeRequestError),
+    (401, KubeUnauthorized),
+    (403, KubeForbidden),
+    (404, KubeNotFound),
     (410, KubeExpired),
 ]
 
 
 @pytest.mark.parametrize(("fault", "error"), FAULT_MATRIX, ids=[str(f) for f, _ in FAULT_MATRIX])
 def test_every_fault_is_a_kube_error_and_never_shows_the_token(
-        fake_api: FakeKubeAPI, caplog: pytest.LogCaptureFixture, fault: int | str, error: type[KubeError]) -> None:
+    fake_api: FakeKubeAPI, caplog: pytest.LogCaptureFixture, fault: int | str, error: type[KubeError]
+) -> None:
     caplog.set_level(logging.DEBUG)  # urllib3's and requests' own loggers included
     fake_api.inject(fault, times=1000, delay=1.0)
-    with client_for(fake_api, max_attempts=2, max_restarts=1, read_timeout=0.2) as client, \
-            pytest.raises(KubeError) as info:
+    with (
+        client_for(fake_api, max_attempts=2, max_restarts=1, read_timeout=0.2) as client,
+        pytest.raises(KubeError) as info,
+    ):
         client.list("ingresses")
     assert isinstance(info.value, error) and type(info.value).__module__ == "syncer.errors"
     texts = [str(info.value), repr(info.value), *(r.getMessage() for r in caplog.records)]

@@ -65,7 +65,11 @@ def write_kubeconfig(
     doc: dict[str, Any] = {"apiVersion": "v1", "kind": "Config"}
     if current is not None:
         doc["current-context"] = current
-    for section, inner, entries in (("clusters", "cluster", clusters), ("users", "user", users), ("contexts", "context", contexts)):
+    for section, inner, entries in (
+        ("clusters", "cluster", clusters),
+        ("users", "user", users),
+        ("contexts", "context", contexts),
+    ):
         if entries is not None:
             doc[section] = [{"name": name, inner: dict(body)} for name, body in entries.items()]
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -73,8 +77,13 @@ def write_kubeconfig(
     return path
 
 
-def single(path: Path, *, cluster: Mapping[str, Any] | None = None, user: Mapping[str, Any] | None = None,
-           namespace: str | None = None) -> Path:
+def single(
+    path: Path,
+    *,
+    cluster: Mapping[str, Any] | None = None,
+    user: Mapping[str, Any] | None = None,
+    namespace: str | None = None,
+) -> Path:
     """A kubeconfig with one context `ctx` -> cluster `c`, user `u`."""
     ctx: dict[str, Any] = {"cluster": "c", "user": "u"}
     if namespace:
@@ -88,8 +97,14 @@ def single(path: Path, *, cluster: Mapping[str, Any] | None = None, user: Mappin
     )
 
 
-def load(tmp_path: Path, kubeconfig: str | Path | None = None, context: str | None = None, *,
-         environ: Mapping[str, str] | None = None, clock: FakeClock | None = None) -> ClusterConfig:
+def load(
+    tmp_path: Path,
+    kubeconfig: str | Path | None = None,
+    context: str | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+    clock: FakeClock | None = None,
+) -> ClusterConfig:
     """load_cluster_config isolated from this machine: no real env, home or service account."""
     return load_cluster_config(
         str(kubeconfig) if kubeconfig is not None else None,
@@ -115,11 +130,18 @@ def test_kubeconfig_env_merges_files_first_wins(tmp_path: Path) -> None:
     second = write_kubeconfig(
         tmp_path / "b" / "config",
         # The same names again: they must not override, nor be mixed field by field into, the first file's entries.
-        clusters={"shared": {"server": "https://second:6443", "certificate-authority-data": b64(CA)},
-                  "prod-cluster": {"server": "https://prod:6443"}},
-        users={"alice": {"token": "token-from-second", "client-certificate-data": b64(CERT),
-                         "client-key-data": b64(KEY)}, "bob": {"token": "bob-token"}},
-        contexts={"dev": {"cluster": "prod-cluster", "user": "bob"}, "prod": {"cluster": "prod-cluster", "user": "bob"}},
+        clusters={
+            "shared": {"server": "https://second:6443", "certificate-authority-data": b64(CA)},
+            "prod-cluster": {"server": "https://prod:6443"},
+        },
+        users={
+            "alice": {"token": "token-from-second", "client-certificate-data": b64(CERT), "client-key-data": b64(KEY)},
+            "bob": {"token": "bob-token"},
+        },
+        contexts={
+            "dev": {"cluster": "prod-cluster", "user": "bob"},
+            "prod": {"cluster": "prod-cluster", "user": "bob"},
+        },
         current="prod",
     )
     env = {"KUBECONFIG": os.pathsep.join(["", str(tmp_path / "missing"), str(first), "", str(second)])}
@@ -129,9 +151,7 @@ def test_kubeconfig_env_merges_files_first_wins(tmp_path: Path) -> None:
     assert config.ca_pem is None
     assert config.namespace == "dev-ns"
     assert config.credentials.current() == Credential(token="token-from-first")
-    assert config.describe == (
-        f"kubeconfig {first}{os.pathsep}{second}, context dev (cluster shared, user alice)"
-    )
+    assert config.describe == (f"kubeconfig {first}{os.pathsep}{second}, context dev (cluster shared, user alice)")
 
     prod = load(tmp_path, context="prod", environ=env)
     assert prod.server == "https://prod:6443"
@@ -157,8 +177,12 @@ def test_current_context_comes_from_the_first_file_that_sets_one(tmp_path: Path)
 
 def test_kubeconfig_argument_is_used_alone(tmp_path: Path) -> None:
     chosen = single(tmp_path / "chosen", user={"token": "chosen"})
-    other = write_kubeconfig(tmp_path / "other", clusters={"c": {"server": "https://other"}}, current="ctx",
-                             contexts={"ctx": {"cluster": "c"}})
+    other = write_kubeconfig(
+        tmp_path / "other",
+        clusters={"c": {"server": "https://other"}},
+        current="ctx",
+        contexts={"ctx": {"cluster": "c"}},
+    )
     config = load(tmp_path, chosen, environ={"KUBECONFIG": str(other)})
     assert config.server == "https://api.example:6443"
     assert config.credentials.current().token == "chosen"
@@ -179,7 +203,7 @@ def test_kubeconfig_argument_missing_file(tmp_path: Path) -> None:
 
 def test_kubeconfig_env_with_only_missing_files(tmp_path: Path) -> None:
     single(tmp_path / "no-home" / ".kube" / "config")  # must not be used: KUBECONFIG replaces the default
-    with pytest.raises(ConfigError, match="KUBECONFIG names .*gone, but none of these files exist"):
+    with pytest.raises(ConfigError, match=r"KUBECONFIG names .*gone, but none of these files exist"):
         load(tmp_path, environ={"KUBECONFIG": str(tmp_path / "gone")})
 
 
@@ -219,7 +243,9 @@ def test_context_current_and_explicit(tmp_path: Path) -> None:
 
 def test_unknown_context_lists_the_available_ones(tmp_path: Path) -> None:
     path = two_contexts(tmp_path / "config")
-    with pytest.raises(ConfigError, match=r"context 'three' is not defined in kubeconfig .*available contexts: one, two"):
+    with pytest.raises(
+        ConfigError, match=r"context 'three' is not defined in kubeconfig .*available contexts: one, two"
+    ):
         load(tmp_path, path, "three")
 
 
@@ -238,8 +264,13 @@ def test_missing_current_context_lists_the_available_ones(tmp_path: Path) -> Non
     ],
 )
 def test_context_references_must_exist(tmp_path: Path, context: dict[str, str], message: str) -> None:
-    path = write_kubeconfig(tmp_path / "config", clusters={"c": {"server": "https://x"}}, users={"u": {}},
-                            contexts={"ctx": context}, current="ctx")
+    path = write_kubeconfig(
+        tmp_path / "config",
+        clusters={"c": {"server": "https://x"}},
+        users={"u": {}},
+        contexts={"ctx": context},
+        current="ctx",
+    )
     with pytest.raises(ConfigError, match=message):
         load(tmp_path, path)
 
@@ -248,12 +279,15 @@ def test_context_references_must_exist(tmp_path: Path, context: dict[str, str], 
 
 
 def test_cluster_fields_pass_through(tmp_path: Path) -> None:
-    path = single(tmp_path / "config", cluster={
-        "server": "https://api.example:6443/",
-        "tls-server-name": "kubernetes.default",
-        "proxy-url": "socks5://proxy:1080",
-        "disable-compression": True,
-    })
+    path = single(
+        tmp_path / "config",
+        cluster={
+            "server": "https://api.example:6443/",
+            "tls-server-name": "kubernetes.default",
+            "proxy-url": "socks5://proxy:1080",
+            "disable-compression": True,
+        },
+    )
     config = load(tmp_path, path)
     assert config.server == "https://api.example:6443"
     assert config.tls_server_name == "kubernetes.default"
@@ -264,7 +298,10 @@ def test_cluster_fields_pass_through(tmp_path: Path) -> None:
 
 
 def test_bare_server_gets_https(tmp_path: Path) -> None:
-    assert load(tmp_path, single(tmp_path / "config", cluster={"server": "10.0.0.1:6443"})).server == "https://10.0.0.1:6443"
+    assert (
+        load(tmp_path, single(tmp_path / "config", cluster={"server": "10.0.0.1:6443"})).server
+        == "https://10.0.0.1:6443"
+    )
 
 
 def test_insecure_skip_tls_verify(tmp_path: Path) -> None:
@@ -273,8 +310,10 @@ def test_insecure_skip_tls_verify(tmp_path: Path) -> None:
 
 
 def test_insecure_with_a_ca_is_refused(tmp_path: Path) -> None:
-    path = single(tmp_path / "config", cluster={"insecure-skip-tls-verify": True, "certificate-authority-data": b64(CA)})
-    with pytest.raises(ConfigError, match="cluster 'c' in .* sets both insecure-skip-tls-verify and a certificate"):
+    path = single(
+        tmp_path / "config", cluster={"insecure-skip-tls-verify": True, "certificate-authority-data": b64(CA)}
+    )
+    with pytest.raises(ConfigError, match=r"cluster 'c' in .* sets both insecure-skip-tls-verify and a certificate"):
         load(tmp_path, path)
 
 
@@ -288,8 +327,10 @@ def test_ca_file_relative_to_the_kubeconfig(tmp_path: Path, monkeypatch: pytest.
 
 
 def test_ca_data_wins_over_ca_file(tmp_path: Path) -> None:
-    path = single(tmp_path / "config", cluster={"certificate-authority": "does-not-exist.crt",
-                                                "certificate-authority-data": b64(CA)})
+    path = single(
+        tmp_path / "config",
+        cluster={"certificate-authority": "does-not-exist.crt", "certificate-authority-data": b64(CA)},
+    )
     assert load(tmp_path, path).ca_pem == CA
 
 
@@ -325,22 +366,28 @@ def test_client_cert_from_relative_files(tmp_path: Path, monkeypatch: pytest.Mon
 
 
 def test_client_cert_data_wins_over_files(tmp_path: Path) -> None:
-    path = single(tmp_path / "config", user={
-        "client-certificate": "missing.crt", "client-certificate-data": b64(CERT),
-        "client-key": "missing.key", "client-key-data": b64(KEY),
-    })
+    path = single(
+        tmp_path / "config",
+        user={
+            "client-certificate": "missing.crt",
+            "client-certificate-data": b64(CERT),
+            "client-key": "missing.key",
+            "client-key-data": b64(KEY),
+        },
+    )
     assert load(tmp_path, path).credentials.current() == Credential(client_cert_pem=CERT, client_key_pem=KEY)
 
 
 def test_client_cert_and_token_together(tmp_path: Path) -> None:
-    path = single(tmp_path / "config", user={"token": SECRET, "client-certificate-data": b64(CERT),
-                                             "client-key-data": b64(KEY)})
+    path = single(
+        tmp_path / "config", user={"token": SECRET, "client-certificate-data": b64(CERT), "client-key-data": b64(KEY)}
+    )
     assert load(tmp_path, path).credentials.current() == Credential(SECRET, CERT, KEY)
 
 
 def test_client_cert_without_key(tmp_path: Path) -> None:
     path = single(tmp_path / "config", user={"client-certificate-data": b64(CERT)})
-    with pytest.raises(ConfigError, match="user 'u' in .* has a client certificate or a client key but not both"):
+    with pytest.raises(ConfigError, match=r"user 'u' in .* has a client certificate or a client key but not both"):
         load(tmp_path, path)
 
 
@@ -348,8 +395,15 @@ def test_token_file_wins_over_token_and_is_reread(tmp_path: Path, monkeypatch: p
     (tmp_path / "kube").mkdir()
     token_file = tmp_path / "kube" / "token"
     token_file.write_text("first\n")
-    path = single(tmp_path / "kube" / "config", user={"tokenFile": "token", "token": "static-loses",
-                                                      "client-certificate-data": b64(CERT), "client-key-data": b64(KEY)})
+    path = single(
+        tmp_path / "kube" / "config",
+        user={
+            "tokenFile": "token",
+            "token": "static-loses",
+            "client-certificate-data": b64(CERT),
+            "client-key-data": b64(KEY),
+        },
+    )
     monkeypatch.chdir(tmp_path)
     clock = FakeClock(100.0)
     source = load(tmp_path, path, clock=clock).credentials
@@ -406,7 +460,7 @@ def test_unsupported_user_forms(tmp_path: Path, user: dict[str, Any], message: s
 
 
 def test_wrongly_typed_field_is_named_not_quoted(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="user 'u' in .*: token must be a string") as err:
+    with pytest.raises(ConfigError, match=r"user 'u' in .*: token must be a string") as err:
         load(tmp_path, single(tmp_path / "config", user={"token": 123456789}))
     assert "123456789" not in str(err.value)
 
@@ -439,19 +493,30 @@ def service_account(root: Path, token: str = "sa-token-1", namespace: str | None
     return root
 
 
-def in_cluster(root: Path, host: str, *, context: str | None = None, clock: FakeClock | None = None,
-               home: Path | None = None, kubeconfig_env: str | None = None) -> ClusterConfig:
+def in_cluster(
+    root: Path,
+    host: str,
+    *,
+    context: str | None = None,
+    clock: FakeClock | None = None,
+    home: Path | None = None,
+    kubeconfig_env: str | None = None,
+) -> ClusterConfig:
     env = {"KUBERNETES_SERVICE_HOST": host, "KUBERNETES_SERVICE_PORT": "443"}
     if kubeconfig_env:
         env["KUBECONFIG"] = kubeconfig_env
-    return load_cluster_config(None, context, environ=env, in_cluster_root=str(root),
-                               home=str(home or root / "no-home"), clock=clock)
+    return load_cluster_config(
+        None, context, environ=env, in_cluster_root=str(root), home=str(home or root / "no-home"), clock=clock
+    )
 
 
 @pytest.mark.parametrize(
     ("host", "server"),
-    [("10.96.0.1", "https://10.96.0.1:443"), ("fd00:10:96::1", "https://[fd00:10:96::1]:443"),
-     ("kubernetes.default.svc", "https://kubernetes.default.svc:443")],
+    [
+        ("10.96.0.1", "https://10.96.0.1:443"),
+        ("fd00:10:96::1", "https://[fd00:10:96::1]:443"),
+        ("kubernetes.default.svc", "https://kubernetes.default.svc:443"),
+    ],
 )
 def test_in_cluster(tmp_path: Path, host: str, server: str) -> None:
     config = in_cluster(service_account(tmp_path / "sa"), host)
@@ -500,8 +565,10 @@ def test_in_cluster_env_without_token_explains(tmp_path: Path) -> None:
         in_cluster(root, "10.0.0.1")
 
 
-@pytest.mark.parametrize(("host", "port", "joined"), [("1.2.3.4", "443", "1.2.3.4:443"), ("::1", "6443", "[::1]:6443"),
-                                                        ("example.com", "80", "example.com:80")])
+@pytest.mark.parametrize(
+    ("host", "port", "joined"),
+    [("1.2.3.4", "443", "1.2.3.4:443"), ("::1", "6443", "[::1]:6443"), ("example.com", "80", "example.com:80")],
+)
 def test_join_host_port(host: str, port: str, joined: str) -> None:
     assert join_host_port(host, port) == joined
 
@@ -509,14 +576,23 @@ def test_join_host_port(host: str, port: str, joined: str) -> None:
 # --- exec plugins ------------------------------------------------------------------------------
 
 
-def exec_user(state: Path, api_version: str = V1, *, mode: str = "token", expiry: str | None = None,
-              **extra: Any) -> dict[str, Any]:
+def exec_user(
+    state: Path, api_version: str = V1, *, mode: str = "token", expiry: str | None = None, **extra: Any
+) -> dict[str, Any]:
     state.mkdir(exist_ok=True)
     env = [{"name": "PLUGIN_STATE", "value": str(state)}, {"name": "PLUGIN_MODE", "value": mode}]
     if expiry:
         env.append({"name": "PLUGIN_EXPIRY", "value": expiry})
-    return {"exec": {"apiVersion": api_version, "command": sys.executable, "args": [str(PLUGIN), "--flag"],
-                     "env": env, "interactiveMode": "Never", **extra}}
+    return {
+        "exec": {
+            "apiVersion": api_version,
+            "command": sys.executable,
+            "args": [str(PLUGIN), "--flag"],
+            "env": env,
+            "interactiveMode": "Never",
+            **extra,
+        }
+    }
 
 
 def runs(state: Path) -> int:
@@ -576,9 +652,14 @@ def test_exec_provide_cluster_info(tmp_path: Path) -> None:
     state = tmp_path / "state"
     path = write_kubeconfig(
         tmp_path / "config",
-        clusters={"c": {"server": "https://api:6443", "certificate-authority-data": b64(CA), "tls-server-name": "api",
-                        "extensions": [{"name": "client.authentication.k8s.io/exec",
-                                        "extension": {"audience": "k8s"}}]}},
+        clusters={
+            "c": {
+                "server": "https://api:6443",
+                "certificate-authority-data": b64(CA),
+                "tls-server-name": "api",
+                "extensions": [{"name": "client.authentication.k8s.io/exec", "extension": {"audience": "k8s"}}],
+            }
+        },
         users={"u": exec_user(state, provideClusterInfo=True)},
         contexts={"ctx": {"cluster": "c", "user": "u"}},
         current="ctx",
@@ -586,8 +667,12 @@ def test_exec_provide_cluster_info(tmp_path: Path) -> None:
     load(tmp_path, path).credentials.current()
     assert seen(state)["exec_info"]["spec"] == {
         "interactive": False,
-        "cluster": {"server": "https://api:6443", "certificate-authority-data": b64(CA), "tls-server-name": "api",
-                    "config": {"audience": "k8s"}},
+        "cluster": {
+            "server": "https://api:6443",
+            "certificate-authority-data": b64(CA),
+            "tls-server-name": "api",
+            "config": {"audience": "k8s"},
+        },
     }
 
 
@@ -646,11 +731,15 @@ def test_exec_failures(tmp_path: Path, mode: str, api_version_override: str | No
 
 
 def test_exec_command_not_found_shows_install_hint(tmp_path: Path) -> None:
-    user = exec_user(tmp_path / "state", command="kubectl-no-such-plugin",
-                     installHint="Install it with: brew install no-such-plugin")
+    user = exec_user(
+        tmp_path / "state", command="kubectl-no-such-plugin", installHint="Install it with: brew install no-such-plugin"
+    )
     source = load(tmp_path, single(tmp_path / "config", user=user), environ={"PATH": str(tmp_path)}).credentials
-    with pytest.raises(ConfigError, match=r"exec plugin 'kubectl-no-such-plugin' of user 'u' in .*executable not found\. "
-                                          r"Install it with: brew install no-such-plugin"):
+    with pytest.raises(
+        ConfigError,
+        match=r"exec plugin 'kubectl-no-such-plugin' of user 'u' in .*executable not found\. "
+        r"Install it with: brew install no-such-plugin",
+    ):
         source.current()
 
 
@@ -673,16 +762,25 @@ def test_exec_section_is_checked_at_load(tmp_path: Path, override: dict[str, Any
 def test_exec_timeout(tmp_path: Path) -> None:
     state = tmp_path / "state"
     state.mkdir()
-    config = ExecConfig(command=sys.executable, api_version=V1, where="user 'u'", args=(str(PLUGIN),),
-                        env=(("PLUGIN_STATE", str(state)), ("PLUGIN_MODE", "hang")))
+    config = ExecConfig(
+        command=sys.executable,
+        api_version=V1,
+        where="user 'u'",
+        args=(str(PLUGIN),),
+        env=(("PLUGIN_STATE", str(state)), ("PLUGIN_MODE", "hang")),
+    )
     with pytest.raises(ConfigError, match=r"no answer within 0.5 s"):
         run_exec_plugin(config, environ={}, timeout=0.5)
 
 
 @pytest.mark.parametrize(
     ("text", "epoch"),
-    [("2030-03-17T17:46:40Z", T0), ("2030-03-17T18:46:40+01:00", T0), ("2030-03-17T17:46:40.25Z", T0 + 0.25),
-     ("2030-03-17t17:46:40z", T0)],
+    [
+        ("2030-03-17T17:46:40Z", T0),
+        ("2030-03-17T18:46:40+01:00", T0),
+        ("2030-03-17T17:46:40.25Z", T0 + 0.25),
+        ("2030-03-17t17:46:40z", T0),
+    ],
 )
 def test_parse_rfc3339(text: str, epoch: float) -> None:
     assert parse_rfc3339(text, "plugin") == pytest.approx(epoch)
@@ -698,9 +796,14 @@ def test_parse_rfc3339_rejects_other_formats() -> None:
 
 def test_no_secret_in_reprs(tmp_path: Path) -> None:
     (tmp_path / "token").write_text(SECRET + "-file")
-    static = load(tmp_path, single(tmp_path / "a", user={"token": SECRET, "client-certificate-data": b64(CERT),
-                                                          "client-key-data": b64(KEY)},
-                                   cluster={"certificate-authority-data": b64(CA)}))
+    static = load(
+        tmp_path,
+        single(
+            tmp_path / "a",
+            user={"token": SECRET, "client-certificate-data": b64(CERT), "client-key-data": b64(KEY)},
+            cluster={"certificate-authority-data": b64(CA)},
+        ),
+    )
     from_file = load(tmp_path, single(tmp_path / "b", user={"tokenFile": str(tmp_path / "token")}))
     user = exec_user(tmp_path / "state")
     user["exec"]["env"].append({"name": "PLUGIN_PASSWORD", "value": SECRET + "-env"})
