@@ -1,4 +1,4 @@
-"""A stand-in exec credential plugin for the kubeconfig tests: PLUGIN_* variables pick its answer (state in PLUGIN_STATE)."""
+"""A stand-in exec credential plugin for the kubeconfig tests: PLUGIN_* variables pick its answer."""
 
 from __future__ import annotations
 
