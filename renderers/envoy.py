@@ -63,7 +63,7 @@ def _single_label_guard(vhost: VirtualHost) -> list[dict[str, Any]]:
     if not vhost.is_wildcard:
         return []
     suffix = re.escape(vhost.hostname[1:])
-    regex = f"^[^.]+{suffix}(:[0-9]+)?$"
+    regex = f"(?i)^[^.]+{suffix}(:[0-9]+)?$"  # host names are case-insensitive
     return [{"name": ":authority", "string_match": {"safe_regex": {"regex": regex}}}]
 
 

