@@ -204,7 +204,6 @@ def test_envoy_accepts_every_file(demo: EnvoyRun) -> None:
     assert not [h for h in hosts if h.startswith("127.0.0.13:")], hosts
 
 
-
 HTTP_CASES = [
     # (id, Host header, path incl. query, backends allowed to answer)
     ("root", "shop.example.com", "/", WEB),
