@@ -71,13 +71,15 @@ class Syncer:
         else:
             result = self.writer.write(files)
             log.info(
-                "wrote %d file(s), %d unchanged, %d removed in %s (%d routes, %d backends)",
+                "wrote %d file(s), %d unchanged, %d removed in %s (%d routes, %d backends, %d problems; cycle %.3fs)",
                 len(result.written),
                 len(result.unchanged),
                 len(result.removed),
                 self.writer.output_dir,
                 translation.model.route_count(),
                 len(translation.model.backends),
+                len(translation.problems),
+                time.monotonic() - started,
             )
         self.last_snapshot = snapshot
         return CycleResult(changed_input=True, write=result, seconds=time.monotonic() - started)
