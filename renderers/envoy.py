@@ -86,7 +86,9 @@ class EnvoyRenderer:
     def render(self, model: RoutingModel) -> Mapping[str, bytes]:
         files: dict[str, bytes] = {}
         for backend in model.backends:
-            files[f"eds/{file_name(backend.name)}.json"] = discovery_response([self._load_assignment(backend)])
+            if backend.external_name is None:
+                assignment = {"@type": ENDPOINTS_TYPE, **self._load_assignment(backend)}
+                files[f"eds/{file_name(backend.name)}.json"] = discovery_response([assignment])
         files["cds.json"] = discovery_response([self._cluster(b) for b in model.backends])
         files[f"rds/{HTTP_ROUTE_CONFIG}.json"] = discovery_response([self._route_configuration(model)])
         files["lds.json"] = discovery_response([self._http_listener()])
@@ -102,12 +104,21 @@ class EnvoyRenderer:
     def _load_assignment(self, backend: Backend) -> dict[str, Any]:
         lb_endpoints = [{"endpoint": {"address": _socket_address(e.address, e.port)}} for e in backend.endpoints]
         return {
-            "@type": ENDPOINTS_TYPE,
             "cluster_name": backend.name,
             "endpoints": [{"lb_endpoints": lb_endpoints}] if lb_endpoints else [],
         }
 
     def _cluster(self, backend: Backend) -> dict[str, Any]:
+        if backend.external_name is not None:
+            # A DNS name: EDS cannot carry one, and Envoy must re-resolve it as its records change.
+            return {
+                "@type": CLUSTER_TYPE,
+                "name": backend.name,
+                "type": "STRICT_DNS",
+                "dns_lookup_family": "V4_PREFERRED",
+                "connect_timeout": "5s",
+                "load_assignment": self._load_assignment(backend),
+            }
         return {
             "@type": CLUSTER_TYPE,
             "name": backend.name,

@@ -18,6 +18,7 @@ from syncer.loop import RunLoop, Syncer
 from syncer.plugins import available_renderers, load_renderer, split_renderer_options
 from syncer.source import ApiSource, DirectorySource, Source
 from syncer.translate import TranslateOptions
+from syncer.translate_backends import UPSTREAM_MODES
 from syncer.writer import FileWriter
 
 log = logging.getLogger("syncer.cli")
@@ -89,6 +90,20 @@ def shared_options(command: Callable[..., Any]) -> Callable[..., Any]:
             is_flag=True,
             help="Also serve Ingresses that name no class at all.",
             **_env("WATCH_INGRESS_WITHOUT_CLASS"),
+        ),
+        click.option(
+            "--upstream",
+            type=click.Choice(UPSTREAM_MODES),
+            default="endpoints",
+            show_default=True,
+            help="Route to pod endpoints, or to the Service's ClusterIP (when the proxy cannot reach pod IPs).",
+            **_env("UPSTREAM"),
+        ),
+        click.option(
+            "--allow-external-name",
+            is_flag=True,
+            help="Serve ExternalName Services (off: they can point a public host at any internal name).",
+            **_env("ALLOW_EXTERNAL_NAME"),
         ),
         click.option(
             "--dry-run",
@@ -164,6 +179,8 @@ def _config(options: dict[str, Any]) -> Config:
             ingress_class=options["ingress_class"],
             controller_name=options["controller_name"],
             watch_ingress_without_class=bool(options.get("watch_ingress_without_class")),
+            upstream=options["upstream"],
+            allow_external_name=bool(options.get("allow_external_name")),
             dry_run=bool(options.get("dry_run")),
             interval=float(options.get("interval") or 10.0),
             log_level=options["log_level"],
@@ -193,7 +210,13 @@ def _build(config: Config) -> Syncer:
         log.error("%s", exc)
         sys.exit(1)
     log.info("syncing %s -> %s (renderer %s)", source.describe(), output_dir, config.renderer)
-    options = TranslateOptions(config.ingress_class, config.controller_name, config.watch_ingress_without_class)
+    options = TranslateOptions(
+        config.ingress_class,
+        config.controller_name,
+        config.watch_ingress_without_class,
+        config.upstream,
+        config.allow_external_name,
+    )
     return Syncer(source, renderer, writer, options, dry_run=config.dry_run)
 
 

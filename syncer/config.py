@@ -22,6 +22,8 @@ class Config:
     ingress_class: str = "syncer"
     controller_name: str = "ingress-syncer.dev/controller"
     watch_ingress_without_class: bool = False
+    upstream: str = "endpoints"
+    allow_external_name: bool = False
     dry_run: bool = False
     interval: float = 10.0
     log_level: str = "info"

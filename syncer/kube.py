@@ -1,4 +1,4 @@
-"""The Kubernetes API client: paginated, retried LIST calls. Does network I/O; the only module that imports requests.
+"""The Kubernetes API client: retried LISTs, Ingress status PATCHes. Network I/O; the only module importing requests.
 
 Everything `requests`/`urllib3` can raise is turned into the KubeError tree here (kopf's rule: the HTTP
 library stays behind one module). Error messages and log lines name the resource, the URL path and the
@@ -7,6 +7,7 @@ server's Status message; never a token, a key, or a request header.
 
 from __future__ import annotations
 
+import functools
 import http.client
 import json
 import logging
@@ -46,12 +47,16 @@ from syncer.errors import (
     KubeUnavailable,
 )
 from syncer.kubeconfig import ClusterConfig, Credential
-from syncer.resources import ResourceKind, resolve_kind
+from syncer.resources import INGRESS, ResourceKind, resolve_kind
 
 log = logging.getLogger("syncer.kube")
 
 Obj = dict[str, Any]
 _ListKey = tuple[str, str, str | None, str, str]  # (group, plural, namespace, labelSelector, fieldSelector)
+
+MERGE_PATCH = "application/merge-patch+json"  # the API server answers 415 to a plain application/json PATCH
+INGRESS_STATUS_RESOURCE = "ingresses/status"  # how an RBAC rule names the subresource (group networking.k8s.io)
+_PATCH_MAX_WAIT = 1.0  # seconds between status PATCH attempts, Retry-After included: a cycle must not wait long
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +73,23 @@ class _Reply:
     status: int
     headers: Mapping[str, str]
     body: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class _Call:
+    """What a request does, for errors and log lines: verb, the resource an RBAC rule names, the target."""
+
+    verb: str  # "list", "patch"
+    resource: str  # KubeError.resource: `ingresses.networking.k8s.io`, `ingresses/status`
+    target: str  # what messages name: `ingresses.networking.k8s.io`, `the status of Ingress default/web`
+
+    @property
+    def action(self) -> str:
+        return f"{self.verb} {self.target}"
+
+    @property
+    def doing(self) -> str:
+        return f"{self.verb}ing {self.target}"
 
 
 class _Transient(Exception):
@@ -157,6 +179,27 @@ def _status_of(reply: _Reply) -> tuple[str, str, Obj]:
     return (text[0][:200] if text else ""), "", {}
 
 
+def _transient(reply: _Reply, message: str, reason: str, details: Obj) -> _Transient:
+    """A 429 or 5xx: worth retrying, after the Retry-After header or the Status's retryAfterSeconds if given."""
+    hint = details.get("retryAfterSeconds")
+    retry_after = _retry_after(reply.headers.get("Retry-After"))
+    if retry_after is None and isinstance(hint, (int, float)) and not isinstance(hint, bool):
+        retry_after = float(hint)
+    causes = details.get("causes")
+    causes = causes if isinstance(causes, list) else []
+    too_large = (
+        any(isinstance(c, dict) and c.get("reason") == "ResourceVersionTooLarge" for c in causes)
+        or "Too large resource version" in message
+    )
+    server_said = f"; server said: {message}" if message else ""
+    return _Transient(
+        f"HTTP {reply.status} {reason or http.client.responses.get(reply.status, '')}".strip() + server_said,
+        retry_after=retry_after,
+        status=reply.status,
+        too_large_rv=too_large,
+    )
+
+
 def _retry_after(value: str | None) -> float | None:
     try:
         seconds = float(value) if value else None
@@ -206,7 +249,7 @@ def _is_certificate_error(exc: BaseException) -> bool:
 
 
 class KubeClient:
-    """LISTs watched resources from one API server. Not thread-safe: use one client per thread."""
+    """LISTs watched resources from one API server and PATCHes Ingress status. Not thread-safe: one per thread."""
 
     def __init__(
         self,
@@ -216,6 +259,7 @@ class KubeClient:
         connect_timeout: float = 5.0,
         read_timeout: float = 30.0,
         max_attempts: int = 5,
+        patch_attempts: int = 2,
         max_backoff: float = 30.0,
         backoff_base: float = 0.5,
         retry_after_cap: float = 32.0,
@@ -230,6 +274,7 @@ class KubeClient:
         self._page_size = page_size
         self._timeout = (connect_timeout, read_timeout)
         self._max_attempts = max(1, max_attempts)
+        self._patch_attempts = max(1, patch_attempts)
         self._max_backoff = max_backoff
         self._backoff_base = backoff_base
         self._retry_after_cap = retry_after_cap
@@ -319,7 +364,7 @@ class KubeClient:
             text = text.replace(secret, "<redacted>")
         return text
 
-    # --- one HTTP GET ----------------------------------------------------------------------------
+    # --- one HTTP request ------------------------------------------------------------------------
     @contextmanager
     def _quiet_insecure(self) -> Iterator[None]:
         # The operator chose insecure-skip-tls-verify and was warned once at start; not once per request.
@@ -328,37 +373,47 @@ class KubeClient:
                 warnings.simplefilter("ignore", urllib3.exceptions.InsecureRequestWarning)
             yield
 
-    def _send(self, path: str, params: Mapping[str, str], headers: Mapping[str, str], resource: str) -> _Reply:
+    def _send(
+        self,
+        call: _Call,
+        method: str,
+        path: str,
+        headers: Mapping[str, str],
+        params: Mapping[str, str] | None = None,
+        body: bytes | None = None,
+    ) -> _Reply:
         url = self._server + path
         try:
             with self._quiet_insecure():
-                response = self._session.get(
+                response = self._session.request(
+                    method,
                     url,
                     params=params,
+                    data=body,
                     headers=headers,
                     timeout=self._timeout,
                     proxies=self._proxies,
                     allow_redirects=False,
                 )
                 with response:
-                    body = response.content  # reads the whole body: truncation and gzip errors surface here
-            return _Reply(response.status_code, response.headers, body)
+                    content = response.content  # reads the whole body: truncation and gzip errors surface here
+            return _Reply(response.status_code, response.headers, content)
         except requests.exceptions.SSLError as exc:
             if _is_certificate_error(exc):
                 # A wrong CA or name does not fix itself: fail now instead of retrying.
                 raise KubeUnavailable(
-                    f"TLS verification of {self._server} failed while listing {resource}: "
+                    f"TLS verification of {self._server} failed while {call.doing}: "
                     f"{self._scrub(_describe_tls_error(exc))}; check certificate-authority(-data) and "
                     f"tls-server-name in {self._cluster.describe or 'the cluster config'}",
-                    resource=resource,
+                    resource=call.resource,
                 ) from None
             raise _Transient(f"TLS error: {self._scrub(_describe_transport_error(exc))}") from None
         except requests.exceptions.InvalidHeader:
             # requests quotes the offending header value (the token) in its message: never pass it on.
             raise KubeRequestError(
-                f"cannot list {resource}: the credential holds characters not allowed in an "
+                f"cannot {call.action}: the credential holds characters not allowed in an "
                 "HTTP header (a stray newline in the token?)",
-                resource=resource,
+                resource=call.resource,
             ) from None
         except (
             requests.exceptions.InvalidURL,
@@ -367,7 +422,8 @@ class KubeClient:
             requests.exceptions.InvalidProxyURL,
         ) as exc:
             raise KubeRequestError(
-                f"cannot list {resource}: invalid API server or proxy URL ({type(exc).__name__})", resource=resource
+                f"cannot {call.action}: invalid API server or proxy URL ({type(exc).__name__})",
+                resource=call.resource,
             ) from None
         except requests.exceptions.ConnectTimeout:
             raise _Transient(f"connect timed out after {self._timeout[0]}s") from None
@@ -385,18 +441,49 @@ class KubeClient:
         ) as exc:
             raise _Transient(self._scrub(_describe_transport_error(exc))) from None
 
+    def _send_authorized(
+        self,
+        call: _Call,
+        method: str,
+        path: str,
+        refreshed: list[bool],
+        params: Mapping[str, str] | None = None,
+        body: bytes | None = None,
+        content_type: str | None = None,
+    ) -> _Reply:
+        """One request with the current credential; on a 401, refreshes it once per call (retries included)."""
+
+        def send() -> _Reply:
+            headers = self._use_credential(self._cluster.credentials.current())
+            if content_type:
+                headers["Content-Type"] = content_type
+            return self._send(call, method, path, headers, params, body)
+
+        reply = send()
+        if reply.status == 401 and not refreshed[0]:
+            # Tokens rotate (projected service-account tokens, exec plugins): refresh once, like client-go.
+            refreshed[0] = True
+            log.info("401 Unauthorized %s; refreshing credentials and retrying once", call.doing)
+            self._cluster.credentials.invalidate()
+            reply = send()
+        self._log_warnings(reply, call)
+        return reply
+
+    def _unauthorized(self, call: _Call, status: int, server_said: str) -> KubeUnauthorized:
+        return KubeUnauthorized(
+            f"unauthorized: the API server refused the credentials from "
+            f"{self._cluster.describe or 'the cluster config'} for {call.action}, even after "
+            f"refreshing them{server_said}",
+            resource=call.resource,
+            status=status,
+        )
+
     def _get_once(
         self, path: str, params: Mapping[str, str], kind: ResourceKind, namespace: str | None, refreshed: list[bool]
     ) -> Obj:
         resource = kind.rbac_resource
-        reply = self._send(path, params, self._use_credential(self._cluster.credentials.current()), resource)
-        if reply.status == 401 and not refreshed[0]:
-            # Tokens rotate (projected service-account tokens, exec plugins): refresh once, like client-go.
-            refreshed[0] = True
-            log.info("401 Unauthorized listing %s; refreshing credentials and retrying once", resource)
-            self._cluster.credentials.invalidate()
-            reply = self._send(path, params, self._use_credential(self._cluster.credentials.current()), resource)
-        self._log_warnings(reply, resource)
+        call = _Call("list", resource, resource)
+        reply = self._send_authorized(call, "GET", path, refreshed, params)
         if reply.status == 200:
             return self._parse_list(reply)
         message, reason, details = _status_of(reply)
@@ -405,13 +492,7 @@ class KubeClient:
         scope = f'namespace "{namespace}"' if namespace and kind.namespaced else "cluster-wide"
         status = reply.status
         if status == 401:
-            raise KubeUnauthorized(
-                f"unauthorized: the API server refused the credentials from "
-                f"{self._cluster.describe or 'the cluster config'} for list {resource}, even after "
-                f"refreshing them{server_said}",
-                resource=resource,
-                status=status,
-            )
+            raise self._unauthorized(call, status, server_said)
         if status == 403:
             group = f'API group "{kind.group}"' if kind.group else 'the core API group ("")'
             raise KubeForbidden(
@@ -433,22 +514,7 @@ class KubeClient:
                 f"expired: list of {resource} ({reason or 'Gone'}){server_said}", resource=resource, status=status
             )
         if status == 429 or status >= 500:
-            hint = details.get("retryAfterSeconds")
-            retry_after = _retry_after(reply.headers.get("Retry-After"))
-            if retry_after is None and isinstance(hint, (int, float)) and not isinstance(hint, bool):
-                retry_after = float(hint)
-            causes = details.get("causes")
-            causes = causes if isinstance(causes, list) else []
-            too_large = (
-                any(isinstance(c, dict) and c.get("reason") == "ResourceVersionTooLarge" for c in causes)
-                or "Too large resource version" in message
-            )
-            raise _Transient(
-                f"HTTP {status} {reason or http.client.responses.get(status, '')}".strip() + server_said,
-                retry_after=retry_after,
-                status=status,
-                too_large_rv=too_large,
-            )
+            raise _transient(reply, message, reason, details)
         raise KubeRequestError(
             f"list {resource} refused: HTTP {status} {reason}".rstrip() + server_said, resource=resource, status=status
         )
@@ -475,59 +541,120 @@ class KubeClient:
             raise _Transient("response is JSON but not a list (no metadata/items)", bad_body=True)
         return {"metadata": meta, "items": items}
 
-    def _log_warnings(self, reply: _Reply, resource: str) -> None:
+    def _log_warnings(self, reply: _Reply, call: _Call) -> None:
         text = reply.headers.get("Warning")
         if text and text not in self._warnings_seen:
             self._warnings_seen.add(text)
-            log.warning("API server warning while listing %s: %s", resource, self._scrub(text))
+            log.warning("API server warning while %s: %s", call.doing, self._scrub(text))
 
-    def _wait(self, state: RetryCallState) -> float:
+    def _wait(self, state: RetryCallState, *, retry_after_cap: float, max_backoff: float) -> float:
         exc = state.outcome.exception() if state.outcome is not None else None
         if isinstance(exc, _Transient) and exc.retry_after is not None:
             # APF computes Retry-After per priority level (1-32 s); a little jitter spreads the herd.
-            return min(exc.retry_after, self._retry_after_cap) + random.uniform(0, self._backoff_base)
-        window = min(self._max_backoff, self._backoff_base * 2.0 ** (state.attempt_number - 1))
+            return min(exc.retry_after, retry_after_cap) + random.uniform(0, self._backoff_base)
+        window = min(max_backoff, self._backoff_base * 2.0 ** (state.attempt_number - 1))
         return window / 2 + random.uniform(0, window / 2)  # "equal jitter": never zero, never in lockstep
 
-    def _get(self, path: str, params: Mapping[str, str], kind: ResourceKind, namespace: str | None) -> Obj:
-        resource = kind.rbac_resource
-        refreshed = [False]  # the 401 refresh happens once per request, retries included
-
+    def _retrying(self, call: _Call, path: str, attempts: int, retry_after_cap: float, max_backoff: float) -> Retrying:
         def before_sleep(state: RetryCallState) -> None:
             exc = state.outcome.exception() if state.outcome is not None else None
             wait = state.next_action.sleep if state.next_action is not None else 0.0
             log.warning(
-                "list %s at %s: %s; retry %d/%d in %.2fs",
-                resource,
-                path,
-                exc,
-                state.attempt_number + 1,
-                self._max_attempts,
-                wait,
+                "%s at %s: %s; retry %d/%d in %.2fs", call.action, path, exc, state.attempt_number + 1, attempts, wait
             )
 
-        retrying = Retrying(
-            stop=stop_after_attempt(self._max_attempts) | stop_before_delay(self._max_elapsed),
-            wait=self._wait,
+        return Retrying(
+            stop=stop_after_attempt(attempts) | stop_before_delay(self._max_elapsed),
+            wait=functools.partial(self._wait, retry_after_cap=retry_after_cap, max_backoff=max_backoff),
             retry=retry_if_exception_type(_Transient),
             sleep=self._sleep,
             before_sleep=before_sleep,
             reraise=True,
         )
+
+    def _give_up(self, call: _Call, path: str, exc: _Transient, retrying: Retrying, started: float) -> KubeError:
+        attempts = retrying.statistics.get("attempt_number", 1)
+        text = (
+            f"{call.action} at {self._server}{path} failed after {attempts} attempt(s) in "
+            f"{time.monotonic() - started:.1f}s; last failure: {exc.reason}"
+        )
+        log.warning("giving up: %s", text)
+        if exc.bad_body:
+            return KubeBadResponse(f"bad response: {text}", resource=call.resource, status=exc.status)
+        error = _TooLargeResourceVersion if exc.too_large_rv else KubeUnavailable
+        return error(f"API server unavailable: {text}", resource=call.resource, status=exc.status)
+
+    def _get(self, path: str, params: Mapping[str, str], kind: ResourceKind, namespace: str | None) -> Obj:
+        call = _Call("list", kind.rbac_resource, kind.rbac_resource)
+        refreshed = [False]  # the 401 refresh happens once per request, retries included
+        retrying = self._retrying(call, path, self._max_attempts, self._retry_after_cap, self._max_backoff)
         started = time.monotonic()
         try:
             return retrying(self._get_once, path, params, kind, namespace, refreshed)
         except _Transient as exc:
-            attempts = retrying.statistics.get("attempt_number", 1)
-            text = (
-                f"list {resource} at {self._server}{path} failed after {attempts} attempt(s) in "
-                f"{time.monotonic() - started:.1f}s; last failure: {exc.reason}"
+            raise self._give_up(call, path, exc, retrying, started) from None
+
+    # --- PATCH status ----------------------------------------------------------------------------
+    def patch_ingress_status(
+        self, namespace: str, name: str, load_balancer_ingress: list[dict[str, str]] | None
+    ) -> None:
+        """Sets `status.loadBalancer.ingress` of one Ingress (None clears it) through its status subresource.
+
+        A JSON merge patch replaces the list wholesale and touches nothing else; on `/status` the API server
+        ignores any spec in it. Needs verb "patch" on "ingresses/status". The same patch twice is harmless, so
+        a 429/5xx or a dropped connection is retried, but only `patch_attempts` times with short waits: a
+        status write must never hold a sync cycle up for long. Raises KubeForbidden (RBAC), KubeNotFound (the
+        Ingress is gone), KubeRequestError (409/415/422, with the server's message), KubeUnavailable.
+        """
+        path = INGRESS.object_path(namespace, name, "status")
+        call = _Call("patch", INGRESS_STATUS_RESOURCE, f"the status of Ingress {namespace}/{name}")
+        patch = {"status": {"loadBalancer": {"ingress": load_balancer_ingress}}}
+        body = json.dumps(patch, sort_keys=True, separators=(",", ":")).encode()
+        refreshed = [False]
+        retrying = self._retrying(
+            call,
+            path,
+            self._patch_attempts,
+            min(self._retry_after_cap, _PATCH_MAX_WAIT),
+            min(self._max_backoff, _PATCH_MAX_WAIT),
+        )
+        started = time.monotonic()
+        try:
+            retrying(self._patch_once, call, path, namespace, body, refreshed)
+        except _Transient as exc:
+            raise self._give_up(call, path, exc, retrying, started) from None
+
+    def _patch_once(self, call: _Call, path: str, namespace: str, body: bytes, refreshed: list[bool]) -> None:
+        reply = self._send_authorized(call, "PATCH", path, refreshed, body=body, content_type=MERGE_PATCH)
+        if 200 <= reply.status < 300:
+            return
+        message, reason, details = _status_of(reply)
+        message = self._scrub(message)
+        server_said = f"; server said: {message}" if message else ""
+        status = reply.status
+        if status == 401:
+            raise self._unauthorized(call, status, server_said)
+        if status == 403:
+            raise KubeForbidden(
+                f'forbidden: cannot {call.action}: grant verb "patch" on resource "{INGRESS_STATUS_RESOURCE}" '
+                f'in API group "{INGRESS.group}" (namespace "{namespace}" or cluster-wide){server_said}',
+                resource=call.resource,
+                verb="patch",
+                status=status,
             )
-            log.warning("giving up: %s", text)
-            if exc.bad_body:
-                raise KubeBadResponse(f"bad response: {text}", resource=resource, status=exc.status) from None
-            error = _TooLargeResourceVersion if exc.too_large_rv else KubeUnavailable
-            raise error(f"API server unavailable: {text}", resource=resource, status=exc.status) from None
+        if status == 404:
+            raise KubeNotFound(
+                f"not found: {call.target} (deleted since it was listed?){server_said}",
+                resource=call.resource,
+                status=status,
+            )
+        if status == 429 or status >= 500:
+            raise _transient(reply, message, reason, details)
+        raise KubeRequestError(
+            f"{call.action} refused: HTTP {status} {reason}".rstrip() + server_said,
+            resource=call.resource,
+            status=status,
+        )
 
     # --- LIST ------------------------------------------------------------------------------------
     def list(

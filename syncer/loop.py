@@ -14,7 +14,7 @@ from types import FrameType
 from typing import TextIO
 
 from syncer.errors import RenderError, SyncerError
-from syncer.model import RoutingModel
+from syncer.model import Problem, RoutingModel
 from syncer.plugins import Renderer
 from syncer.snapshot import Snapshot, diff
 from syncer.source import Source
@@ -51,6 +51,7 @@ class Syncer:
         self.dry_run = dry_run
         self.preview_out = preview_out or sys.stdout
         self.last_snapshot: Snapshot | None = None
+        self.reported_problems: set[str] = set()
 
     def cycle(self) -> CycleResult:
         started = time.monotonic()
@@ -60,8 +61,7 @@ class Syncer:
         if self.last_snapshot is not None and changes.is_empty:
             return CycleResult(changed_input=False, seconds=time.monotonic() - started)
         translation = translate(snapshot, self.translate_options)
-        for problem in translation.problems:
-            log.warning("problem: %s", problem)
+        self._report_problems(translation.problems)
         files = self._render(translation.model)
         if self.dry_run:
             preview = self.writer.preview(files)
@@ -83,6 +83,15 @@ class Syncer:
             )
         self.last_snapshot = snapshot
         return CycleResult(changed_input=True, write=result, seconds=time.monotonic() - started)
+
+    def _report_problems(self, problems: tuple[Problem, ...]) -> None:
+        """Each problem is logged once, when it first appears, and once more when it is gone."""
+        current = {str(p) for p in problems}
+        for text in sorted(current - self.reported_problems):
+            log.warning("problem: %s", text)
+        for text in sorted(self.reported_problems - current):
+            log.info("resolved: %s", text)
+        self.reported_problems = current
 
     def _render(self, model: RoutingModel) -> dict[str, bytes]:
         try:

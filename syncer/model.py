@@ -35,14 +35,18 @@ class Endpoint:
 
 @dataclass(frozen=True, slots=True)
 class Backend:
-    """An upstream: one Service port. `endpoints=()` is a real state (the route answers 503)."""
+    """An upstream: one Service port. `endpoints=()` is a real state (the route answers 503).
+
+    With `external_name` set, the endpoints hold a DNS name (resolved by the proxy), not an IP address.
+    """
 
     name: str  # unique, readable: namespace/service/port
     namespace: str
     service: str
-    port: str  # the Ingress's port reference: a number or a port name
+    port: str  # the Service port this backend resolved to (or the Ingress's reference when it did not resolve)
     endpoints: tuple[Endpoint, ...] = ()
     scheme: str = "http"
+    external_name: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,13 +172,16 @@ def model_to_plain(model: RoutingModel) -> dict[str, object]:
             + (" draining" if e.draining else "")
             for e in b.endpoints
         ]
-        return {
+        plain: dict[str, object] = {
             "name": b.name,
             "service": f"{b.namespace}/{b.service}",
             "port": b.port,
             "scheme": b.scheme,
             "endpoints": endpoints,
         }
+        if b.external_name is not None:
+            plain["external_name"] = b.external_name
+        return plain
 
     return {
         "virtual_hosts": [

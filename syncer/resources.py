@@ -1,4 +1,4 @@
-"""The Kubernetes resource kinds syncer reads, and how their list URLs are built. No I/O."""
+"""The Kubernetes resource kinds syncer reads and writes, and how their URLs are built. No I/O."""
 
 from __future__ import annotations
 
@@ -29,6 +29,11 @@ class ResourceKind:
         if namespace is not None and self.namespaced:
             return f"{base}/namespaces/{quote(namespace, safe='')}/{self.plural}"
         return f"{base}/{self.plural}"
+
+    def object_path(self, namespace: str | None, name: str, subresource: str = "") -> str:
+        """`.../namespaces/NS/PLURAL/NAME[/SUBRESOURCE]`: one object, or its `status` subresource."""
+        path = f"{self.list_path(namespace if self.namespaced else None)}/{quote(name, safe='')}"
+        return f"{path}/{subresource}" if subresource else path
 
 
 INGRESS_CLASS = ResourceKind("IngressClass", "networking.k8s.io", "v1", "ingressclasses", namespaced=False)

@@ -147,7 +147,7 @@ def test_once_against_the_api_then_nothing_then_api_down(
     assert first.returncode == 0, first.stderr
     written = files_of(out)
     assert len(written) >= 2
-    assert "ingresses +3 ~0 -0" in first.stderr
+    assert "ingresses +5 ~0 -0" in first.stderr
 
     second = syncer(*args)
     assert second.returncode == 0, second.stderr

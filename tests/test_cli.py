@@ -55,7 +55,7 @@ def test_once_writes_then_second_run_writes_nothing(source: Path, out: Path, ren
     assert first.returncode == 0, first.stderr
     written = snapshot_dir(out)
     assert written, "nothing was written"
-    assert "ingresses +3 ~0 -0" in first.stderr
+    assert "ingresses +5 ~0 -0" in first.stderr
     second = syncer("once", "--source", str(source), "--renderer", renderer, "--output-dir", str(out))
     assert second.returncode == 0, second.stderr
     assert "wrote 0 file(s)" in second.stderr

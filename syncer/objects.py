@@ -1,0 +1,37 @@
+"""Defensive access to raw Kubernetes objects (decoded JSON of unknown shape). Pure, no I/O."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from syncer.model import SourceRef
+from syncer.snapshot import KubeObject
+
+DNS_LABEL = r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?"
+DNS_SUBDOMAIN_RE = re.compile(rf"^{DNS_LABEL}(\.{DNS_LABEL})*$")
+MAX_DNS_NAME = 253
+
+
+def as_mapping(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
+def as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+def source_ref(kind: str, obj: KubeObject) -> SourceRef:
+    meta = as_mapping(obj.get("metadata"))
+    return SourceRef(kind, str(meta.get("namespace") or ""), str(meta.get("name") or ""))
+
+
+def is_dns_subdomain(value: Any) -> bool:
+    return isinstance(value, str) and len(value) <= MAX_DNS_NAME and bool(DNS_SUBDOMAIN_RE.match(value))
+
+
+def shown(value: Any, limit: int = 80) -> str:
+    """A user-supplied value quoted for a problem message, cut short so a huge string cannot flood the log."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
