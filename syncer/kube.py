@@ -620,11 +620,13 @@ class KubeClient:
         )
         started = time.monotonic()
         try:
-            retrying(self._patch_once, call, path, namespace, body, refreshed)
+            retrying(self._patch_once, call, path, namespace, name, body, refreshed)
         except _Transient as exc:
             raise self._give_up(call, path, exc, retrying, started) from None
 
-    def _patch_once(self, call: _Call, path: str, namespace: str, body: bytes, refreshed: list[bool]) -> None:
+    def _patch_once(
+        self, call: _Call, path: str, namespace: str, name: str, body: bytes, refreshed: list[bool]
+    ) -> None:
         reply = self._send_authorized(call, "PATCH", path, refreshed, body=body, content_type=MERGE_PATCH)
         if 200 <= reply.status < 300:
             return
@@ -644,7 +646,7 @@ class KubeClient:
             )
         if status == 404:
             raise KubeNotFound(
-                f"not found: {call.target} (deleted since it was listed?){server_said}",
+                f"not found: Ingress {namespace}/{name} (deleted since it was listed?){server_said}",
                 resource=call.resource,
                 status=status,
             )

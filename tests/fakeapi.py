@@ -2,7 +2,9 @@
 
 It copies the behaviour the client must cope with, not the whole API: one etcd-like revision counter,
 paginated lists that are consistent snapshots, expiring continue tokens, selectors, Status error bodies,
-APF-style plain-text 429s, gzip above a threshold, and injectable transport faults.
+APF-style plain-text 429s, gzip above a threshold, injectable transport faults, and JSON merge PATCHes of
+the `status` subresource (415 for other content types, 409 on a stale resourceVersion precondition, 422
+for load-balancer entries the real validation rejects).
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import base64
 import copy
 import gzip
+import ipaddress
 import json
 import re
 import select
@@ -39,7 +42,10 @@ _REASONS = {
     401: "Unauthorized",
     403: "Forbidden",
     404: "NotFound",
+    405: "MethodNotAllowed",
+    409: "Conflict",
     410: "Expired",
+    415: "UnsupportedMediaType",
     422: "Invalid",
     500: "InternalError",
     503: "ServiceUnavailable",
@@ -47,6 +53,9 @@ _REASONS = {
 }
 _RECORDED_HEADERS = ("User-Agent", "Accept", "Accept-Encoding", "Content-Type")
 FAULTS = ("too_large_rv", "delay", "reset", "truncate", "not_json", "wrong_shape")  # besides HTTP status codes
+MERGE_PATCH = "application/merge-patch+json"
+_PATCH_TYPES = ("application/json-patch+json", MERGE_PATCH, "application/apply-patch+yaml")
+_DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 
 
 @dataclass
@@ -60,6 +69,10 @@ class RecordedRequest:
     target: str = ""  # raw request target: absolute-form when the client went through a proxy
     status: int | None = None
     gzipped: bool = False
+    body: bytes = b""  # the request body (PATCH)
+
+    def json(self) -> Any:
+        return json.loads(self.body)
 
 
 @dataclass
@@ -105,14 +118,16 @@ def status_body(code: int, message: str, reason: str | None = None, details: Obj
 
 
 def _routes() -> list[tuple[re.Pattern[str], ResourceKind, bool]]:
-    """(pattern, kind, single-object) for every list and get path of the watched kinds."""
+    """(pattern, kind, single-object) for every list and get path of the watched kinds (and their `/status`)."""
     routes = []
     for kind in WATCHED_KINDS:
         base = re.escape(kind.list_path(None).rsplit("/", 1)[0])
         plural = re.escape(kind.plural)
         if kind.namespaced:
+            one = rf"{base}/namespaces/(?P<ns>[^/]+)/{plural}/(?P<name>[^/]+)"
             routes.append((re.compile(rf"^{base}/namespaces/(?P<ns>[^/]+)/{plural}$"), kind, False))
-            routes.append((re.compile(rf"^{base}/namespaces/(?P<ns>[^/]+)/{plural}/(?P<name>[^/]+)$"), kind, True))
+            routes.append((re.compile(rf"^{one}$"), kind, True))
+            routes.append((re.compile(rf"^{one}/(?P<sub>status)$"), kind, True))
         else:
             routes.append((re.compile(rf"^{base}/{plural}/(?P<name>[^/]+)$"), kind, True))
         routes.append((re.compile(rf"^{base}/{plural}$"), kind, False))
@@ -334,8 +349,13 @@ class FakeKubeAPI:
 
     # --- test hooks ------------------------------------------------------------------------------
     def forbid(self, kind: str | ResourceKind, verb: str = "list") -> None:
+        """RBAC denies `verb` on `kind`; a subresource is named like RBAC does: forbid("ingresses/status", "patch")."""
+        sub = ""
+        if isinstance(kind, str) and "/" in kind:
+            kind, sub = kind.split("/", 1)
+        plural = resolve_kind(kind).plural
         with self._lock:
-            self._forbidden.add((resolve_kind(kind).plural, verb))
+            self._forbidden.add((f"{plural}/{sub}" if sub else plural, verb))
 
     def expire_continue_tokens(self) -> None:
         """Every outstanding continue token now answers 410 Expired (like an etcd compaction)."""
@@ -395,6 +415,10 @@ class FakeKubeAPI:
         if found is None:
             raise _Reply(404, "the server could not find the requested resource")
         m, kind, single = found
+        if req.method == "PATCH":
+            return self._patch(req, m, kind)
+        if req.method != "GET":
+            raise _Reply(405, f"the server does not allow this method on the requested resource ({req.method})")
         ns = m.groupdict().get("ns")
         verb = "get" if single else "list"
         with self._lock:
@@ -416,6 +440,61 @@ class FakeKubeAPI:
                     )
                 return 200, {"kind": kind.kind, "apiVersion": kind.api_version, **copy.deepcopy(obj)}
             return 200, self._list(kind, ns, req.query)
+
+    def _patch(self, req: RecordedRequest, m: re.Match[str], kind: ResourceKind) -> tuple[int, Obj]:
+        """A JSON merge patch (RFC 7386) of one object's `status`, as the `/status` subresource applies it."""
+        groups = m.groupdict()
+        ns, name, sub = groups.get("ns") or "", groups.get("name"), groups.get("sub")
+        if name is None or sub != "status":
+            raise _Reply(405, "the fake API serves PATCH only on the status subresource of one object")
+        with self._lock:
+            if (f"{kind.plural}/status", "patch") in self._forbidden:
+                scope = f'in the namespace "{ns}"' if ns else "at the cluster scope"
+                raise _Reply(
+                    403,
+                    f'{kind.rbac_resource} "{name}" is forbidden: User "{self.user}" cannot patch resource '
+                    f'"{kind.plural}/status" in API group "{kind.group}" {scope}',
+                    details={"name": name, "kind": kind.plural, "group": kind.group},
+                )
+            ctype = req.headers.get("Content-Type", "").split(";")[0].strip()
+            if ctype not in _PATCH_TYPES:
+                raise _Reply(
+                    415,
+                    "the body of the request was in an unknown format - accepted media types include: "
+                    + ", ".join(_PATCH_TYPES),
+                )
+            if ctype != MERGE_PATCH:
+                raise _Reply(415, f"the fake API only applies {MERGE_PATCH} patches, not {ctype}")
+            key = f"{ns}/{name}"
+            stored = self._store[kind.plural].get(key)
+            if stored is None:
+                raise _Reply(
+                    404,
+                    f'{kind.rbac_resource} "{name}" not found',
+                    details={"name": name, "kind": kind.plural, "group": kind.group},
+                )
+            try:
+                patch = json.loads(req.body)
+            except ValueError as exc:
+                raise _Reply(400, f"error decoding patch: {exc}") from None
+            if not isinstance(patch, dict):
+                raise _Reply(400, "error decoding patch: a merge patch of an object must be a JSON object")
+            wanted_rv = (patch.get("metadata") or {}).get("resourceVersion")
+            if wanted_rv is not None and str(wanted_rv) != stored["metadata"]["resourceVersion"]:
+                raise _Reply(
+                    409,
+                    f'Operation cannot be fulfilled on {kind.rbac_resource} "{name}": the object has been '
+                    "modified; please apply your changes to the latest version and try again",
+                    details={"name": name, "kind": kind.plural, "group": kind.group},
+                )
+            # Only `status` changes through the subresource: spec and metadata in the patch are ignored.
+            status = merge_patch(stored.get("status") or {}, patch.get("status", {}))
+            _validate_load_balancer(kind, name, status)
+            if status != (stored.get("status") or {}):  # a no-op patch writes nothing, like etcd behind the apiserver
+                self.revision += 1
+                stored["status"] = status
+                stored["metadata"]["resourceVersion"] = str(self.revision)
+            return 200, {"kind": kind.kind, "apiVersion": kind.api_version, **copy.deepcopy(stored)}
 
     def _list(self, kind: ResourceKind, ns: str | None, q: dict[str, str]) -> Obj:
         rv, match, token = q.get("resourceVersion", ""), q.get("resourceVersionMatch", ""), q.get("continue", "")
@@ -491,6 +570,48 @@ class FakeKubeAPI:
         return {"kind": f"{kind.kind}List", "apiVersion": kind.api_version, "metadata": meta, "items": items}
 
 
+def merge_patch(target: Any, patch: Any) -> Any:
+    """RFC 7386: objects merge key by key, null deletes a key, anything else (lists included) replaces."""
+    if not isinstance(patch, dict):
+        return copy.deepcopy(patch)
+    result = dict(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            result.pop(key, None)
+        else:
+            result[key] = merge_patch(result.get(key), value)
+    return result
+
+
+def _validate_load_balancer(kind: ResourceKind, name: str, status: Obj) -> None:
+    """What the apiserver's validation says about `status.loadBalancer.ingress` (422 Invalid)."""
+    entries = (status.get("loadBalancer") or {}).get("ingress") or []
+    problems = []
+    for i, entry in enumerate(entries if isinstance(entries, list) else [entries]):
+        field = f"status.loadBalancer.ingress[{i}]"
+        if not isinstance(entry, dict):
+            problems.append(f"{field}: Invalid value: must be an object")
+            continue
+        if "ip" in entry:
+            try:
+                ipaddress.ip_address(str(entry["ip"]))
+            except ValueError:
+                problems.append(f'{field}.ip: Invalid value: "{entry["ip"]}": must be a valid IP address')
+        if "hostname" in entry:
+            hostname = str(entry["hostname"])
+            try:
+                ipaddress.ip_address(hostname)
+                problems.append(f'{field}.hostname: Invalid value: "{hostname}": must be a DNS name, not an IP address')
+            except ValueError:
+                if len(hostname) > 253 or not _DNS1123_SUBDOMAIN.match(hostname):
+                    problems.append(
+                        f'{field}.hostname: Invalid value: "{hostname}": a lowercase RFC 1123 subdomain must '
+                        "consist of lower case alphanumeric characters, '-' or '.'"
+                    )
+    if problems:
+        raise _Reply(422, f'{kind.kind}.{kind.group} "{name}" is invalid: ' + ", ".join(problems))
+
+
 def _too_large(wanted: int, current: int) -> _Reply:
     return _Reply(
         504,
@@ -539,16 +660,24 @@ def _make_handler(api: FakeKubeAPI) -> type[BaseHTTPRequestHandler]:
                         peers[sock].sendall(data)
 
         def do_GET(self) -> None:
+            self._handle("GET")
+
+        def do_PATCH(self) -> None:
+            self._handle("PATCH")
+
+        def _handle(self, method: str) -> None:
             target = urlsplit(self.path)
             auth = self.headers.get("Authorization", "")
+            length = int(self.headers.get("Content-Length") or 0)
             req = RecordedRequest(
-                method="GET",
+                method=method,
                 path=target.path,
                 query=dict(parse_qsl(target.query, keep_blank_values=True)),
                 headers={h: v for h in _RECORDED_HEADERS if (v := self.headers.get(h)) is not None},
                 token=auth[7:] if auth.startswith("Bearer ") else None,
                 client_cn=self._client_cn(),
                 target=self.path,
+                body=self.rfile.read(length) if length > 0 else b"",
             )
             api._record(req)
             if api.on_request is not None:

@@ -154,3 +154,67 @@ def test_faults_are_consumed_in_order_and_by_path(fake_api: FakeKubeAPI) -> None
     assert get(fake_api, "/api/v1/services")[0] == 500
     with pytest.raises(ValueError, match="unknown fault"):
         fake_api.inject("explode")
+
+
+def patch(
+    api: FakeKubeAPI, path: str, body: Any, content_type: str = "application/merge-patch+json"
+) -> tuple[int, Any]:
+    request = urllib.request.Request(
+        f"{api.url}{path}",
+        data=json.dumps(body).encode(),
+        method="PATCH",
+        headers={"Authorization": f"Bearer {TEST_TOKEN}", "Content-Type": content_type},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+WEB_STATUS = "/apis/networking.k8s.io/v1/namespaces/default/ingresses/web/status"
+LB = {"loadBalancer": {"ingress": [{"ip": "203.0.113.10"}]}}
+
+
+def test_patch_status_applies_a_merge_patch_to_status_only(fake_api: FakeKubeAPI) -> None:
+    fake_api.add("Ingress", {**ingress("web"), "spec": {"rules": []}, "status": {"loadBalancer": {}, "other": 1}})
+    revision = fake_api.revision
+    status, body = patch(
+        fake_api, WEB_STATUS, {"status": LB, "spec": {"rules": None}, "metadata": {"labels": {"a": "b"}}}
+    )
+    assert status == 200 and body["kind"] == "Ingress" and body["status"] == {**LB, "other": 1}
+    stored = fake_api.objects("Ingress")[0]
+    assert stored["spec"] == {"rules": []} and stored["metadata"]["labels"] == {}  # only status changes
+    assert fake_api.revision == revision + 1 and stored["metadata"]["resourceVersion"] == str(revision + 1)
+    assert fake_api.requests[-1].method == "PATCH" and fake_api.requests[-1].json()["status"] == LB
+
+    assert patch(fake_api, WEB_STATUS, {"status": LB})[0] == 200
+    assert fake_api.revision == revision + 1  # a no-op patch writes nothing
+    status, body = patch(fake_api, WEB_STATUS, {"status": {"loadBalancer": {"ingress": None}}})
+    assert status == 200 and body["status"] == {"loadBalancer": {}, "other": 1}
+    assert fake_api.revision == revision + 2
+
+
+def test_patch_status_refusals(fake_api: FakeKubeAPI) -> None:
+    fake_api.add("Ingress", ingress("web"))
+    status, body = patch(fake_api, WEB_STATUS, {"status": LB}, content_type="application/json")
+    assert status == 415 and body["reason"] == "UnsupportedMediaType"
+    assert "application/merge-patch+json" in body["message"]
+    status, body = patch(fake_api, WEB_STATUS.replace("/web/", "/gone/"), {"status": LB})
+    assert status == 404 and body["message"] == 'ingresses.networking.k8s.io "gone" not found'
+    status, body = patch(fake_api, WEB_STATUS, {"metadata": {"resourceVersion": "1"}, "status": LB})
+    assert status == 409 and body["reason"] == "Conflict"
+    status, body = patch(fake_api, WEB_STATUS, {"status": {"loadBalancer": {"ingress": [{"hostname": "10.0.0.1"}]}}})
+    assert status == 422 and "must be a DNS name, not an IP address" in body["message"]
+    assert patch(fake_api, WEB_STATUS.removesuffix("/status"), {"status": LB})[0] == 405
+    fake_api.forbid("ingresses/status", verb="patch")
+    status, body = patch(fake_api, WEB_STATUS, {"status": LB})
+    assert status == 403 and body["message"] == (
+        'ingresses.networking.k8s.io "web" is forbidden: User "system:serviceaccount:ingress-syncer:syncer" '
+        'cannot patch resource "ingresses/status" in API group "networking.k8s.io" in the namespace "default"'
+    )
+    assert get(fake_api, "/apis/networking.k8s.io/v1/namespaces/default/ingresses/web")[0] == 200  # get still allowed
+    fake_api.inject(503, path_contains="/status")
+    fake_api.inject(503, path_contains="/status")
+    assert [patch(fake_api, WEB_STATUS, {"status": LB})[0] for _ in range(2)] == [503, 503]
+    assert "status" not in fake_api.objects("Ingress")[0]

@@ -662,3 +662,76 @@ def test_a_token_with_a_newline_is_refused_without_quoting_it(fake_api: FakeKube
     with client_for(fake_api, Creds(token)) as client, pytest.raises(KubeRequestError) as info:
         client.list("ingresses")
     assert "abc-secret" not in str(info.value) and fake_api.requests == []
+
+
+# --- PATCH of Ingress status -------------------------------------------------------------------------
+
+WEB_STATUS = "/apis/networking.k8s.io/v1/namespaces/default/ingresses/web/status"
+
+
+def web(status: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {"metadata": {"name": "web", "namespace": "default"}, "spec": {"rules": []}, "status": status or {}}
+
+
+def test_patch_status_sends_a_merge_patch_and_clears_with_null(fake_api: FakeKubeAPI) -> None:
+    fake_api.add("Ingress", web())
+    with client_for(fake_api) as client:
+        client.patch_ingress_status("default", "web", [{"ip": "203.0.113.10"}, {"hostname": "lb.example.com"}])
+        stored = fake_api.objects("Ingress")[0]
+        client.patch_ingress_status("default", "web", None)
+    assert stored["status"] == {"loadBalancer": {"ingress": [{"ip": "203.0.113.10"}, {"hostname": "lb.example.com"}]}}
+    assert fake_api.objects("Ingress")[0]["status"] == {"loadBalancer": {}}
+    first, second = fake_api.requests
+    assert (first.method, first.path, first.status) == ("PATCH", WEB_STATUS, 200)
+    assert first.headers["Content-Type"] == "application/merge-patch+json"
+    assert first.headers["Accept"] == "application/json" and first.token == TEST_TOKEN
+    assert second.json() == {"status": {"loadBalancer": {"ingress": None}}}
+
+
+def test_patch_status_refreshes_credentials_once_on_401(fake_api: FakeKubeAPI) -> None:
+    fake_api.add("Ingress", web())
+    creds = Creds("expired-token", TEST_TOKEN)
+    with client_for(fake_api, creds) as client:
+        client.patch_ingress_status("default", "web", [{"ip": "203.0.113.10"}])
+    assert creds.invalidations == 1 and [r.status for r in fake_api.requests] == [401, 200]
+    with client_for(fake_api, Creds("wrong", "still-wrong")) as client, pytest.raises(KubeUnauthorized):
+        client.patch_ingress_status("default", "web", None)
+
+
+def test_patch_status_403_names_verb_and_subresource(fake_api: FakeKubeAPI) -> None:
+    fake_api.add("Ingress", web())
+    fake_api.forbid("ingresses/status", verb="patch")
+    with client_for(fake_api) as client, pytest.raises(KubeForbidden) as info:
+        client.patch_ingress_status("default", "web", None)
+    assert str(info.value).startswith(
+        'forbidden: cannot patch the status of Ingress default/web: grant verb "patch" on resource '
+        '"ingresses/status" in API group "networking.k8s.io" (namespace "default" or cluster-wide)'
+    )
+    assert info.value.verb == "patch" and info.value.resource == "ingresses/status"
+    assert len(fake_api.requests) == 1
+
+
+def test_patch_status_404_422_409_are_not_retried(fake_api: FakeKubeAPI) -> None:
+    fake_api.add("Ingress", web())
+    with client_for(fake_api) as client:
+        with pytest.raises(KubeNotFound, match=r"Ingress default/gone \(deleted since it was listed\?\)"):
+            client.patch_ingress_status("default", "gone", None)
+        with pytest.raises(KubeRequestError, match=r"HTTP 422 Invalid.*must be a DNS name, not an IP address"):
+            client.patch_ingress_status("default", "web", [{"hostname": "203.0.113.10"}])
+        fake_api.inject(409)
+        with pytest.raises(KubeRequestError, match=r"HTTP 409 Conflict.*injected fault 409"):
+            client.patch_ingress_status("default", "web", None)
+    assert [r.status for r in fake_api.requests] == [404, 422, 409]
+
+
+def test_patch_status_retries_briefly(fake_api: FakeKubeAPI) -> None:
+    fake_api.add("Ingress", web())
+    sleeps = Sleeps()
+    fake_api.inject(429, retry_after=30)
+    with client_for(fake_api, sleeps=sleeps, max_attempts=5) as client:
+        client.patch_ingress_status("default", "web", [{"ip": "203.0.113.10"}])
+        fake_api.inject(503, times=5)
+        with pytest.raises(KubeUnavailable, match="failed after 2 attempt"):
+            client.patch_ingress_status("default", "web", None)
+    assert [r.status for r in fake_api.requests] == [429, 200, 503, 503]
+    assert len(sleeps) == 2 and all(s <= 1.01 for s in sleeps)  # Retry-After 30 is capped for a status write
