@@ -14,9 +14,12 @@ import click
 from syncer import __version__
 from syncer.config import LOG_FORMATS, LOG_LEVELS, Config
 from syncer.errors import ConfigError, SyncerError
+from syncer.kube import KubeClient
+from syncer.kubeconfig import load_cluster_config
 from syncer.loop import RunLoop, Syncer
 from syncer.plugins import available_renderers, load_renderer, split_renderer_options
 from syncer.source import ApiSource, DirectorySource, Source
+from syncer.status import PublishTarget, StatusPublisher
 from syncer.translate import TranslateOptions
 from syncer.translate_backends import UPSTREAM_MODES
 from syncer.writer import FileWriter
@@ -106,6 +109,20 @@ def shared_options(command: Callable[..., Any]) -> Callable[..., Any]:
             **_env("ALLOW_EXTERNAL_NAME"),
         ),
         click.option(
+            "--publish-address",
+            "publish_addresses",
+            multiple=True,
+            metavar="ADDR",
+            help="Address written to the status of the Ingresses served (an IP or a DNS name); repeatable.",
+            **_env("PUBLISH_ADDRESS"),
+        ),
+        click.option(
+            "--publish-service",
+            metavar="NAMESPACE/NAME",
+            help="Copy this Service's status.loadBalancer to the Ingresses served.",
+            **_env("PUBLISH_SERVICE"),
+        ),
+        click.option(
             "--dry-run",
             is_flag=True,
             help="Print a unified diff of what would change; write nothing.",
@@ -181,6 +198,8 @@ def _config(options: dict[str, Any]) -> Config:
             watch_ingress_without_class=bool(options.get("watch_ingress_without_class")),
             upstream=options["upstream"],
             allow_external_name=bool(options.get("allow_external_name")),
+            publish_addresses=tuple(options.get("publish_addresses") or ()),
+            publish_service=options.get("publish_service"),
             dry_run=bool(options.get("dry_run")),
             interval=float(options.get("interval") or 10.0),
             log_level=options["log_level"],
@@ -200,9 +219,13 @@ def _build(config: Config) -> Syncer:
         renderer = load_renderer(
             config.renderer, config.renderer_options.get(config.renderer, {}), output_dir=output_dir
         )
-        source = _source(config)
+        target = PublishTarget.from_options(config.publish_addresses, config.publish_service)
+        if target is not None:
+            target.check_namespaces(config.namespaces)
+        source, client = _source(config)
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from exc
+    publisher = StatusPublisher(client, target) if (target is not None and client is not None) else None
     writer = FileWriter(output_dir)
     try:
         writer.check()
@@ -217,14 +240,15 @@ def _build(config: Config) -> Syncer:
         config.upstream,
         config.allow_external_name,
     )
-    return Syncer(source, renderer, writer, options, dry_run=config.dry_run)
+    if publisher is not None:
+        log.info("publishing %s as the address of the Ingresses served", publisher.target.describe())
+    return Syncer(source, renderer, writer, options, dry_run=config.dry_run, publisher=publisher)
 
 
-def _source(config: Config) -> Source:
+def _source(config: Config) -> tuple[Source, KubeClient | None]:
+    """The snapshot source, and the API client when there is one (status write-back shares it)."""
     if config.source_dir:
-        return DirectorySource(config.source_dir, config.namespaces)
-    from syncer.kube import KubeClient
-    from syncer.kubeconfig import load_cluster_config
-
+        return DirectorySource(config.source_dir, config.namespaces), None
     cluster = load_cluster_config(config.kubeconfig, config.context)
-    return ApiSource(KubeClient(cluster), config.namespaces, server=cluster.server)
+    client = KubeClient(cluster)
+    return ApiSource(client, config.namespaces, server=cluster.server), client

@@ -24,6 +24,8 @@ class Config:
     watch_ingress_without_class: bool = False
     upstream: str = "endpoints"
     allow_external_name: bool = False
+    publish_addresses: tuple[str, ...] = ()
+    publish_service: str | None = None
     dry_run: bool = False
     interval: float = 10.0
     log_level: str = "info"
@@ -40,6 +42,10 @@ class Config:
             raise ConfigError(f"--log-format must be one of {', '.join(LOG_FORMATS)}")
         if self.source_dir and (self.kubeconfig or self.context):
             raise ConfigError("--source reads manifests; it cannot be combined with --kubeconfig or --context")
+        if self.source_dir and (self.publish_addresses or self.publish_service):
+            raise ConfigError(
+                "--publish-address and --publish-service write Ingress status through the API; not with --source"
+            )
         unknown = sorted(set(self.renderer_options) - {self.renderer})
         if unknown:
             raise ConfigError(

@@ -14,10 +14,11 @@ from types import FrameType
 from typing import TextIO
 
 from syncer.errors import RenderError, SyncerError
-from syncer.model import Problem, RoutingModel
+from syncer.model import Problem, RoutingModel, SourceRef
 from syncer.plugins import Renderer
 from syncer.snapshot import Snapshot, diff
 from syncer.source import Source
+from syncer.status import StatusPublisher
 from syncer.translate import TranslateOptions, translate
 from syncer.writer import FileWriter, WriteResult
 
@@ -43,6 +44,7 @@ class Syncer:
         *,
         dry_run: bool = False,
         preview_out: TextIO | None = None,
+        publisher: StatusPublisher | None = None,
     ) -> None:
         self.source = source
         self.renderer = renderer
@@ -50,7 +52,9 @@ class Syncer:
         self.translate_options = translate_options or TranslateOptions()
         self.dry_run = dry_run
         self.preview_out = preview_out or sys.stdout
+        self.publisher = publisher
         self.last_snapshot: Snapshot | None = None
+        self.last_served: tuple[SourceRef, ...] = ()
         self.reported_problems: set[str] = set()
 
     def cycle(self) -> CycleResult:
@@ -59,6 +63,8 @@ class Syncer:
         changes = diff(self.last_snapshot, snapshot)
         log.info("cycle: %s", changes.summary())
         if self.last_snapshot is not None and changes.is_empty:
+            # Status is not part of the diff: a failed write, or a new load-balancer address, is still due.
+            self._publish(snapshot)
             return CycleResult(changed_input=False, seconds=time.monotonic() - started)
         translation = translate(snapshot, self.translate_options)
         self._report_problems(translation.problems)
@@ -82,7 +88,15 @@ class Syncer:
                 time.monotonic() - started,
             )
         self.last_snapshot = snapshot
+        self.last_served = translation.ingresses
+        if not self.dry_run:
+            self._publish(snapshot)
         return CycleResult(changed_input=True, write=result, seconds=time.monotonic() - started)
+
+    def _publish(self, snapshot: Snapshot) -> None:
+        """Status write-back after a good cycle; it logs its own failures and never fails the cycle."""
+        if self.publisher is not None:
+            self.publisher.publish(snapshot, self.last_served)
 
     def _report_problems(self, problems: tuple[Problem, ...]) -> None:
         """Each problem is logged once, when it first appears, and once more when it is gone."""

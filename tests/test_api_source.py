@@ -222,3 +222,32 @@ def test_run_stops_within_a_second_even_while_retrying(
             proc.wait(timeout=5)
     reader.join(timeout=5)
     assert list(out.iterdir()) == []
+
+
+def test_once_publishes_status_of_served_ingresses_only(
+    api_and_config: tuple[FakeKubeAPI, Path], tmp_path: Path
+) -> None:
+    api, kubeconfig = api_and_config
+    out = tmp_path / "out"
+    out.mkdir()
+    args = ("once", "--kubeconfig", str(kubeconfig), "--output-dir", str(out))
+    publish = ("--publish-address", "203.0.113.10", "--publish-address", "lb.example.com")
+    first = syncer(*args, *publish)
+    assert first.returncode == 0, first.stderr
+    status = {
+        obj["metadata"]["name"]: obj.get("status", {}).get("loadBalancer", {}).get("ingress")
+        for obj in api.objects("Ingress")
+    }
+    expected = [{"ip": "203.0.113.10"}, {"hostname": "lb.example.com"}]
+    assert status == {"storefront": expected, "catalog": expected, "fallback": expected, "mistakes": expected,
+                      "not-ours": None}  # fmt: skip
+    patches = [r for r in api.requests if r.method == "PATCH"]
+    assert len(patches) == 4 and not any("not-ours" in r.path for r in patches)
+    second = syncer(*args, *publish)
+    assert second.returncode == 0, second.stderr
+    assert len([r for r in api.requests if r.method == "PATCH"]) == 4  # compared first: nothing to write
+
+
+def test_publish_with_source_is_a_usage_error(tmp_path: Path) -> None:
+    result = syncer("once", "--source", str(DEMO), "--output-dir", str(tmp_path), "--publish-address", "10.0.0.1")
+    assert result.returncode == 2 and "not with --source" in result.stderr

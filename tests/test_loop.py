@@ -90,3 +90,25 @@ def test_dry_run_previews_and_does_not_advance_files(manifests: Path, out: Path)
     syncer.cycle()
     assert "+shop.example.com" in preview.getvalue()
     assert list(out.iterdir()) == []
+
+
+class RecordingPublisher:
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, ...]] = []
+
+    def publish(self, snapshot: object, served: tuple[object, ...]) -> None:
+        self.calls.append(tuple(str(ref) for ref in served))
+
+
+def test_status_is_published_after_every_good_cycle_even_without_changes(manifests: Path, out: Path) -> None:
+    publisher = RecordingPublisher()
+    syncer = Syncer(DirectorySource(manifests), CountingRenderer(), FileWriter(out), publisher=publisher)  # type: ignore[arg-type]
+    syncer.cycle()
+    syncer.cycle()  # unchanged input: still published (a failed write or a new address is still due)
+    assert len(publisher.calls) == 2
+    assert publisher.calls[0] == publisher.calls[1]
+    assert "Ingress shop/storefront" in publisher.calls[0] and "Ingress shop/not-ours" not in publisher.calls[0]
+    (manifests / "broken.yaml").write_text("{")
+    with pytest.raises(SourceError):
+        syncer.cycle()
+    assert len(publisher.calls) == 2  # a failed cycle publishes nothing
