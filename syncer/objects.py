@@ -10,7 +10,8 @@ from syncer.model import SourceRef
 from syncer.snapshot import KubeObject
 
 DNS_LABEL = r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?"
-DNS_SUBDOMAIN_RE = re.compile(rf"^{DNS_LABEL}(\.{DNS_LABEL})*$")
+# Always used with fullmatch: `$` would also match before a trailing newline ("a.com\n").
+DNS_SUBDOMAIN_RE = re.compile(rf"{DNS_LABEL}(\.{DNS_LABEL})*")
 MAX_DNS_NAME = 253
 
 
@@ -28,7 +29,7 @@ def source_ref(kind: str, obj: KubeObject) -> SourceRef:
 
 
 def is_dns_subdomain(value: Any) -> bool:
-    return isinstance(value, str) and len(value) <= MAX_DNS_NAME and bool(DNS_SUBDOMAIN_RE.match(value))
+    return isinstance(value, str) and len(value) <= MAX_DNS_NAME and bool(DNS_SUBDOMAIN_RE.fullmatch(value))
 
 
 def shown(value: Any, limit: int = 80) -> str:

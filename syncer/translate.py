@@ -36,7 +36,7 @@ ANY_HOST = "*"
 
 # Characters valid in a URL path (RFC 3986 pchar and `/`), minus the single quote. Spaces, quotes,
 # backticks, backslashes, braces, `#`, `?` and control characters never reach a renderer.
-_PATH_RE = re.compile(r"^/[A-Za-z0-9\-._~!$&()*+,;=:@%/]*$")
+_PATH_RE = re.compile(r"/[A-Za-z0-9\-._~!$&()*+,;=:@%/]*")  # fullmatch: `$` allows a trailing newline
 # What the API server itself rejects for Exact and Prefix paths, plus NUL.
 _BAD_PATH_SEQUENCES = ("//", "/./", "/../", "%2f", "%2F", "%00")
 _BAD_PATH_SUFFIXES = ("/..", "/.")
@@ -99,7 +99,6 @@ def translate(snapshot: Snapshot, options: TranslateOptions | None = None) -> Tr
     for ingress, source in zip(ours, sources, strict=True):
         _add_ingress(builder, ingress, source)
     default_backend = _apply_defaults(builder)
-    used_certs = {name for name, _ in builder.host_certs.values()}
     vhosts = [
         VirtualHost(
             host,
@@ -109,28 +108,18 @@ def translate(snapshot: Snapshot, options: TranslateOptions | None = None) -> Tr
         for host, routes in builder.routes.items()
         if routes
     ]
+    # Only what a route uses goes to a proxy: a certificate whose hosts have no routes, or the backend of a
+    # default that lost to an older one, would be dead configuration.
+    used_backends = {r.backend for v in vhosts for r in v.routes} | ({default_backend} if default_backend else set())
+    used_certs = {v.tls_cert for v in vhosts if v.tls_cert}
     model = RoutingModel(
         virtual_hosts=sort_virtual_hosts(vhosts),
-        backends=tuple(b for _, b in sorted(builder.resolver.backends.items())),
+        backends=tuple(b for name, b in sorted(builder.resolver.backends.items()) if name in used_backends),
         certificates=tuple(c for name, c in sorted(builder.certs.items()) if name in used_certs),
         default_backend=default_backend,
     )
-    model = _drop_unrouted_certificates(model)
     model.validate()
     return Translation(model, tuple(builder.problems), tuple(sources))
-
-
-def _drop_unrouted_certificates(model: RoutingModel) -> RoutingModel:
-    """A certificate whose hosts ended up with no routes is not needed by any proxy."""
-    referenced = {v.tls_cert for v in model.virtual_hosts if v.tls_cert}
-    if all(c.name in referenced for c in model.certificates):
-        return model
-    return RoutingModel(
-        model.virtual_hosts,
-        model.backends,
-        tuple(c for c in model.certificates if c.name in referenced),
-        model.default_backend,
-    )
 
 
 def _age_key(obj: KubeObject) -> tuple[str, str, str]:
@@ -247,7 +236,7 @@ def _valid_path(
     if (
         not isinstance(raw, str)
         or len(raw) > _MAX_PATH
-        or not _PATH_RE.match(raw)
+        or not _PATH_RE.fullmatch(raw)
         or any(sequence in raw for sequence in _BAD_PATH_SEQUENCES)
         or raw.endswith(_BAD_PATH_SUFFIXES)
     ):
@@ -285,7 +274,7 @@ def _apply_defaults(builder: _Builder) -> str | None:
     """Defaults go in after every explicit path, so an explicit `/` rule of any age is never displaced."""
     claimed: dict[str, SourceRef] = {}
     for claim in builder.defaults:  # already oldest first
-        for host in claim.hosts:
+        for host_index, host in enumerate(claim.hosts):
             routes = builder.routes.setdefault(host, {})
             key = ("/", PathMatch.PREFIX)
             if host in claimed:
@@ -297,7 +286,7 @@ def _apply_defaults(builder: _Builder) -> str | None:
             elif key not in routes:
                 claimed[host] = claim.source
                 routes[key] = Route(
-                    f"{claim.source.namespace}/{claim.source.name}/default",
+                    f"{claim.source.namespace}/{claim.source.name}/default-{host_index}",
                     "/",
                     PathMatch.PREFIX,
                     claim.backend,

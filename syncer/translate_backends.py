@@ -28,7 +28,7 @@ from syncer.snapshot import KubeObject, Snapshot
 
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 UPSTREAM_MODES = ("endpoints", "service")
-_PORT_NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+_PORT_NAME_RE = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")  # fullmatch: `$` allows a trailing newline
 
 ProblemSink = Callable[[SourceRef, str, str], None]
 
@@ -87,7 +87,7 @@ class BackendResolver:
                 f"{shown(number)} is not a port from 1 to 65535; path skipped",
             )
             return None
-        if port_name is not None and not (isinstance(port_name, str) and _PORT_NAME_RE.match(port_name)):
+        if port_name is not None and not (isinstance(port_name, str) and _PORT_NAME_RE.fullmatch(port_name)):
             self.problem(
                 source, f"{field_path}.service.port.name", f"{shown(port_name)} is not a port name; path skipped"
             )
