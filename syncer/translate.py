@@ -106,7 +106,6 @@ def translate(snapshot: Snapshot, options: TranslateOptions | None = None) -> Tr
             builder.host_certs[host][0] if host in builder.host_certs else None,
         )
         for host, routes in builder.routes.items()
-        if routes
     ]
     # Only what a route uses goes to a proxy: a certificate whose hosts have no routes, or the backend of a
     # default that lost to an older one, would be dead configuration.
@@ -176,6 +175,9 @@ def _add_ingress(builder: _Builder, ingress: KubeObject, source: SourceRef) -> N
             continue
         if host not in rule_hosts:
             rule_hosts.append(host)
+        # A valid host claims its requests even with no (valid) paths: they get a default backend or 404,
+        # never the host-less rules, just as for a host whose paths do not match.
+        builder.routes.setdefault(host, {})
         http = rule.get("http")
         if http is None:
             continue  # a host-only rule: its requests get the default backend
