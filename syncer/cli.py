@@ -176,6 +176,61 @@ def run(**options: Any) -> None:
     sys.exit(RunLoop(syncer, config.interval).run())
 
 
+@main.group()
+def bootstrap() -> None:
+    """Print a proxy configuration that loads the files `syncer` writes."""
+
+
+@bootstrap.command("traefik")
+@click.option(
+    "--output-dir",
+    required=True,
+    type=click.Path(file_okay=False),
+    help="The folder syncer writes to.",
+    **_env("OUTPUT_DIR"),
+)
+@click.option("--http-address", default=":80", show_default=True, help="Address of the HTTP entry point.")
+@click.option("--https-address", default=":443", show_default=True, help="Address of the HTTPS entry point.")
+@click.option("--admin-address", default="127.0.0.1:8082", show_default=True, help="Address of /ping and the API.")
+@click.option("--throttle", default="200ms", show_default=True, help="providers.providersThrottleDuration.")
+@click.option(
+    "--renderer-opt",
+    "renderer_opts",
+    multiple=True,
+    metavar="traefik.KEY=VALUE",
+    help="Entry point names, as given to `syncer run`.",
+    **_env("RENDERER_OPT"),
+)
+def bootstrap_traefik(
+    output_dir: str,
+    http_address: str,
+    https_address: str,
+    admin_address: str,
+    throttle: str,
+    renderer_opts: tuple[str, ...],
+) -> None:
+    """Print a Traefik static configuration (entry points, file provider watching --output-dir, ping)."""
+    from renderers.traefik import TraefikRenderer, bootstrap_config
+
+    try:
+        options = split_renderer_options(renderer_opts).get("traefik", {})
+        renderer = TraefikRenderer(options)
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from exc
+    click.echo(
+        bootstrap_config(
+            os.path.abspath(output_dir),
+            http_address=http_address,
+            https_address=https_address,
+            admin_address=admin_address,
+            entrypoint_http=renderer.http_entrypoint,
+            entrypoint_https=renderer.https_entrypoint,
+            throttle=throttle,
+        ),
+        nl=False,
+    )
+
+
 @main.command()
 def renderers() -> None:
     """List the renderers found through the `syncer.renderers` entry-point group."""

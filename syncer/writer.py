@@ -47,10 +47,27 @@ def check_relative_path(name: str) -> None:
 
 
 class FileWriter:
-    """Owns one output folder. Never touches files it did not write (the manifest lists those it did)."""
+    """Owns one output folder. Never touches files it did not write (the manifest lists those it did).
 
-    def __init__(self, output_dir: str | Path) -> None:
+    Temp files are staged in a hidden sibling folder (`.NAME.syncer-staging` next to the output folder)
+    when it can live on the same filesystem: Traefik rebuilds its whole configuration on any event in the
+    watched folder, and a temp file created there would cost a full throttle window before the real change
+    is seen. Where no such sibling is possible (a read-only parent, the output folder a mount point of its
+    own), temp files go into the output folder itself under a name neither proxy loads (`.NAME.RANDOM.tmp`).
+    """
+
+    def __init__(self, output_dir: str | Path, staging_dir: str | Path | None = None) -> None:
         self.output_dir = Path(output_dir)
+        self._staging_dir = Path(staging_dir) if staging_dir is not None else None
+        self._staging_chosen = staging_dir is not None
+
+    @property
+    def staging_dir(self) -> Path:
+        """Where temp files are written: the sibling staging folder, or the output folder itself."""
+        if not self._staging_chosen:
+            self._staging_dir = _sibling_staging_dir(self.output_dir)
+            self._staging_chosen = True
+        return self._staging_dir or self.output_dir
 
     def check(self) -> None:
         """Fails early, naming the path, when the folder is missing or not writable."""
@@ -132,20 +149,20 @@ class FileWriter:
         except FileNotFoundError:
             pass
         target.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write(target, content, mode)
+        atomic_write(target, content, mode, self.staging_dir)
         return True
 
     def _write_manifest(self, names: list[str]) -> None:
         body = json.dumps({"files": names, "writer": "ingress-syncer"}, indent=1, sort_keys=True).encode() + b"\n"
-        atomic_write(self.output_dir / MANIFEST_NAME, body, 0o644)
+        atomic_write(self.output_dir / MANIFEST_NAME, body, 0o644, self.staging_dir)
 
 
-def atomic_write(target: Path, content: bytes, mode: int) -> None:
-    """Temp file beside the target (same filesystem, a name no proxy loads), fsync, rename, fsync the folder.
+def atomic_write(target: Path, content: bytes, mode: int, staging_dir: Path | None = None) -> None:
+    """Temp file on the target's filesystem (a name no proxy loads), fsync, rename, fsync the folder.
 
     A reader sees the old bytes or the new bytes, never a mix; after a crash the target is whole.
     """
-    temp = target.with_name(f".{target.name}.{secrets.token_hex(4)}{TEMP_SUFFIX}")
+    temp = (staging_dir or target.parent) / f".{target.name}.{secrets.token_hex(4)}{TEMP_SUFFIX}"
     fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     try:
         try:
@@ -164,6 +181,24 @@ def atomic_write(target: Path, content: bytes, mode: int) -> None:
             pass
         raise
     fsync_dir(target.parent)
+
+
+def _sibling_staging_dir(output_dir: Path) -> Path | None:
+    """A hidden folder beside the output folder on the same filesystem, or None when there cannot be one."""
+    resolved = output_dir.resolve()
+    if resolved.parent == resolved:
+        return None  # the root folder has no sibling
+    candidate = resolved.parent / f".{resolved.name}.syncer-staging"
+    try:
+        candidate.mkdir(mode=0o700, exist_ok=True)
+        if candidate.stat().st_dev != output_dir.stat().st_dev:
+            candidate.rmdir()  # a rename across filesystems is a copy, not atomic
+            return None
+        for leftover in candidate.glob(f"*{TEMP_SUFFIX}"):
+            leftover.unlink(missing_ok=True)  # from a process killed mid-write
+    except OSError:
+        return None
+    return candidate
 
 
 def fsync_dir(path: Path) -> None:

@@ -156,3 +156,47 @@ def test_readers_never_see_a_partial_or_empty_file(tmp_path: Path) -> None:
         thread.join(timeout=35)
     assert reads > 50, "the reader did not run concurrently"
     assert seen_bad == []
+
+
+def test_temp_files_are_staged_beside_the_output_folder_not_in_it(tmp_path: Path) -> None:
+    """Traefik reloads on any event in its folder: only the final rename may happen there."""
+    out = tmp_path / "dynamic"
+    out.mkdir()
+    writer = FileWriter(out)
+    seen: set[str] = set()
+    done = threading.Event()
+
+    def watch() -> None:
+        deadline = time.monotonic() + 30
+        while not done.is_set() and time.monotonic() < deadline:
+            seen.update(os.listdir(out))
+
+    thread = threading.Thread(target=watch)
+    thread.start()
+    try:
+        for i in range(200):
+            writer.write({"a.yaml": f"n: {i}\n".encode() + b"x" * 20_000, "sub/b.json": f"{i}".encode()})
+    finally:
+        done.set()
+        thread.join(timeout=35)
+    assert not [name for name in seen if name.endswith(".tmp")]
+    assert writer.staging_dir == tmp_path / ".dynamic.syncer-staging"
+    assert list(writer.staging_dir.iterdir()) == []
+
+
+def test_without_a_sibling_folder_temp_files_go_in_the_output_folder(tmp_path: Path) -> None:
+    writer = FileWriter(tmp_path, staging_dir=tmp_path)
+    writer.write({"a.yaml": b"1\n"})
+    writer.write({"a.yaml": b"2\n"})
+    assert (tmp_path / "a.yaml").read_bytes() == b"2\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [MANIFEST_NAME, "a.yaml"]
+
+
+def test_leftover_temp_files_of_a_killed_writer_are_cleaned(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    staging = tmp_path / ".out.syncer-staging"
+    staging.mkdir()
+    (staging / ".a.yaml.dead.tmp").write_bytes(b"half")
+    FileWriter(out).write({"a.yaml": b"1\n"})
+    assert list(staging.iterdir()) == []
