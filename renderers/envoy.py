@@ -1,13 +1,23 @@
 """RoutingModel -> Envoy v3 resources as files for file-based xDS (no control plane). Pure, no I/O.
 
-Files (JSON: Envoy's YAML parser turns bare y/n into booleans), in write order:
+Files, in write order (a file is written only after everything it names exists):
+- `sds/<certificate>.json`: one TLS Secret each (key inside: mode 0600). Certificates rotate through these
+  files without touching the listener, so open connections are not drained.
 - `eds/<cluster>.json`: one ClusterLoadAssignment each, so pod churn rewrites only these files and never
-  touches CDS or LDS;
-- `cds.json`: every cluster, as EDS clusters reading the files above (they must exist first);
-- `rds/http.json`: the route configuration, delivered by RDS so a route change reaches open keep-alive
-  connections at once instead of draining the listener;
-- `lds.json`: the listener, which only names the RDS file and so changes only when ports change.
-Paths inside the files are absolute as Envoy sees the folder: `envoy.xds-dir` (default: the output folder).
+  CDS or LDS.
+- `cds.json`: every cluster: EDS clusters reading the files above; STRICT_DNS ones for ExternalName.
+- `rds/http.json`, `rds/https.json`: the route configurations, delivered by RDS so a route change reaches
+  open keep-alive connections on their next request instead of draining the listener.
+- `lds.json`: the listeners. They name only RDS and SDS files, so they change only when ports or the set
+  of certificates change.
+JSON throughout: Envoy's YAML parser turns bare y/n into booleans. Every file's `version_info` is its
+content hash, which Envoy echoes in its `*.version_text` stats. Paths inside the files are absolute, as
+Envoy sees the folder: `envoy.xds-dir` (default: the output folder).
+
+Kubernetes semantics Envoy does not have on its own: `path_separated_prefix` is the element-wise Prefix;
+a wildcard domain matches any depth in Envoy, so single-label wildcards get an `:authority` guard, and a
+deeper host that lands in the wildcard's virtual host continues with the host-less rules; every host
+ends in a catch-all for the default backend (or 404), and the port of the Host header is stripped.
 """
 
 from __future__ import annotations
@@ -19,17 +29,21 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from renderers.options import check_known_options
-from syncer.errors import ConfigError
-from syncer.model import Backend, PathMatch, Route, RoutingModel, VirtualHost
+from syncer.errors import ConfigError, RenderError
+from syncer.model import Backend, PathMatch, Route, RoutingModel, TLSCert, VirtualHost
 
 _TYPE = "type.googleapis.com/envoy."
 LISTENER_TYPE = _TYPE + "config.listener.v3.Listener"
 ROUTE_TYPE = _TYPE + "config.route.v3.RouteConfiguration"
 CLUSTER_TYPE = _TYPE + "config.cluster.v3.Cluster"
 ENDPOINTS_TYPE = _TYPE + "config.endpoint.v3.ClusterLoadAssignment"
+SECRET_TYPE = _TYPE + "extensions.transport_sockets.tls.v3.Secret"
 HCM_TYPE = _TYPE + "extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
 ROUTER_TYPE = _TYPE + "extensions.filters.http.router.v3.Router"
-HTTP_ROUTE_CONFIG = "http"
+TLS_INSPECTOR_TYPE = _TYPE + "extensions.filters.listener.tls_inspector.v3.TlsInspector"
+DOWNSTREAM_TLS_TYPE = _TYPE + "extensions.transport_sockets.tls.v3.DownstreamTlsContext"
+HTTP, HTTPS = "http", "https"
+NOT_FOUND: dict[str, Any] = {"direct_response": {"status": 404}}
 
 
 def file_name(model_name: str) -> str:
@@ -39,8 +53,6 @@ def file_name(model_name: str) -> str:
 
 def discovery_response(resources: list[dict[str, Any]]) -> bytes:
     body = json.dumps(resources, sort_keys=True, separators=(",", ":"))
-    # The content hash is the version: Envoy echoes it in its version_text stats, so a test or an operator
-    # can confirm this exact file is live.
     version = hashlib.sha256(body.encode()).hexdigest()[:16]
     return json.dumps({"version_info": version, "resources": resources}, sort_keys=True, indent=1).encode() + b"\n"
 
@@ -58,7 +70,7 @@ def route_match(route: Route) -> dict[str, Any]:
     return {"path_separated_prefix": route.path}
 
 
-def _single_label_guard(vhost: VirtualHost) -> list[dict[str, Any]]:
+def single_label_guard(vhost: VirtualHost) -> list[dict[str, Any]]:
     """Envoy's `*.example.com` matches any depth; Kubernetes wildcards cover exactly one label."""
     if not vhost.is_wildcard:
         return []
@@ -67,46 +79,88 @@ def _single_label_guard(vhost: VirtualHost) -> list[dict[str, Any]]:
     return [{"name": ":authority", "string_match": {"safe_regex": {"regex": regex}}}]
 
 
+def _port(value: str, key: str) -> int:
+    if not value.isdigit() or not 1 <= int(value) <= 65535:
+        raise ConfigError(f"renderer option envoy.{key}={value!r} must be a port from 1 to 65535")
+    return int(value)
+
+
 class EnvoyRenderer:
     name: ClassVar[str] = "envoy"
     DEFAULTS: ClassVar[dict[str, str]] = {
         "http-port": "8080",
+        "https-port": "8443",
         "address": "0.0.0.0",
         "xds-dir": "",
+        "validate-binary": "",
     }
 
     def __init__(self, options: Mapping[str, str], output_dir: str = "") -> None:
         merged = check_known_options(self.name, options, self.DEFAULTS)
         self.address = merged["address"]
         self.http_port = _port(merged["http-port"], "http-port")
+        self.https_port = _port(merged["https-port"], "https-port")
+        if self.http_port == self.https_port:
+            raise ConfigError(
+                f"envoy.http-port and envoy.https-port are both {self.http_port}; give them different ports"
+            )
         self.xds_dir = (merged["xds-dir"] or output_dir).rstrip("/")
         if not self.xds_dir.startswith("/"):
             raise ConfigError("envoy.xds-dir must be an absolute path (the output folder as Envoy sees it)")
+        self.validate_binary = merged["validate-binary"]
 
+    # --- files ---------------------------------------------------------------------------------------
     def render(self, model: RoutingModel) -> Mapping[str, bytes]:
+        check_unique(model)
         files: dict[str, bytes] = {}
+        for cert in model.certificates:
+            files[f"sds/{file_name(cert.name)}.json"] = discovery_response([self._secret(cert)])
         for backend in model.backends:
             if backend.external_name is None:
                 assignment = {"@type": ENDPOINTS_TYPE, **self._load_assignment(backend)}
                 files[f"eds/{file_name(backend.name)}.json"] = discovery_response([assignment])
         files["cds.json"] = discovery_response([self._cluster(b) for b in model.backends])
-        files[f"rds/{HTTP_ROUTE_CONFIG}.json"] = discovery_response([self._route_configuration(model)])
-        files["lds.json"] = discovery_response([self._http_listener()])
+        files[f"rds/{HTTP}.json"] = discovery_response([self._route_configuration(HTTP, model, model.virtual_hosts)])
+        listeners = [self._listener(HTTP, self.http_port, [{"filters": [self._hcm(HTTP)]}])]
+        if model.certificates:
+            secure = tuple(v for v in model.virtual_hosts if v.tls_cert)
+            files[f"rds/{HTTPS}.json"] = discovery_response([self._route_configuration(HTTPS, model, secure)])
+            listeners.append(self._https_listener(model))
+        files["lds.json"] = discovery_response(listeners)
         return files
+
+    def check(self, files: Mapping[str, bytes]) -> None:
+        """Before anything is written: `envoy --mode validate` on a static bootstrap of these files, if asked."""
+        if self.validate_binary:
+            from renderers.envoy_bootstrap import validate_with_envoy
+
+            validate_with_envoy(self.validate_binary, files)
 
     def _config_source(self, relative: str) -> dict[str, Any]:
         path = f"{self.xds_dir}/{relative}"
+        # watched_directory: a rename into the folder reloads the file even when the folder is a mount.
+        directory = path.rsplit("/", 1)[0]
         return {
             "resource_api_version": "V3",
-            "path_config_source": {"path": path, "watched_directory": {"path": path.rsplit("/", 1)[0]}},
+            "path_config_source": {"path": path, "watched_directory": {"path": directory}},
         }
 
-    def _load_assignment(self, backend: Backend) -> dict[str, Any]:
-        lb_endpoints = [{"endpoint": {"address": _socket_address(e.address, e.port)}} for e in backend.endpoints]
+    # --- resources -----------------------------------------------------------------------------------
+    @staticmethod
+    def _secret(cert: TLSCert) -> dict[str, Any]:
         return {
-            "cluster_name": backend.name,
-            "endpoints": [{"lb_endpoints": lb_endpoints}] if lb_endpoints else [],
+            "@type": SECRET_TYPE,
+            "name": cert.name,
+            "tls_certificate": {
+                "certificate_chain": {"inline_string": cert.cert_pem.decode("ascii")},
+                "private_key": {"inline_string": cert.key_pem.decode("ascii")},
+            },
         }
+
+    @staticmethod
+    def _load_assignment(backend: Backend) -> dict[str, Any]:
+        lb_endpoints = [{"endpoint": {"address": _socket_address(e.address, e.port)}} for e in backend.endpoints]
+        return {"cluster_name": backend.name, "endpoints": [{"lb_endpoints": lb_endpoints}] if lb_endpoints else []}
 
     def _cluster(self, backend: Backend) -> dict[str, Any]:
         if backend.external_name is not None:
@@ -127,49 +181,109 @@ class EnvoyRenderer:
             "eds_cluster_config": {"eds_config": self._config_source(f"eds/{file_name(backend.name)}.json")},
         }
 
-    def _route_configuration(self, model: RoutingModel) -> dict[str, Any]:
-        default_route: list[dict[str, Any]] = (
-            [{"match": {"prefix": "/"}, "route": {"cluster": model.default_backend}}] if model.default_backend else []
+    def _route_configuration(self, name: str, model: RoutingModel, vhosts: tuple[VirtualHost, ...]) -> dict[str, Any]:
+        catch_all = (
+            {"match": {"prefix": "/"}, "route": {"cluster": model.default_backend}}
+            if model.default_backend
+            else {"match": {"prefix": "/"}, **NOT_FOUND}
         )
-        vhosts = []
-        for vhost in model.virtual_hosts:
-            guard = _single_label_guard(vhost)
-            routes = []
-            for route in vhost.routes:
-                match = route_match(route)
-                if guard:
-                    match["headers"] = guard
-                routes.append({"name": route.name, "match": match, "route": {"cluster": route.backend}})
-            vhosts.append({"name": vhost.hostname, "domains": [vhost.hostname], "routes": routes + default_route})
-        if not any(v.is_any_host for v in model.virtual_hosts) and default_route:
-            vhosts.append({"name": "*", "domains": ["*"], "routes": default_route})
-        return {"@type": ROUTE_TYPE, "name": HTTP_ROUTE_CONFIG, "virtual_hosts": vhosts}
+        any_host = next((v for v in vhosts if v.is_any_host), None)
+        any_host_routes = [self._route(r) for r in any_host.routes] if any_host else []
+        envoy_vhosts = []
+        for vhost in vhosts:
+            if vhost.is_any_host:
+                continue
+            guard = single_label_guard(vhost)
+            routes = [self._route(r, guard) for r in vhost.routes]
+            if guard:
+                # The host matched: its unmatched paths go to the default (or 404)...
+                routes.append({"match": {"prefix": "/", "headers": guard}, **_action(catch_all)})
+                # ...while a deeper name that only Envoy's suffix match brought here is not this host.
+                routes.extend(any_host_routes)
+            routes.append(catch_all)
+            envoy_vhosts.append({"name": vhost.hostname, "domains": [vhost.hostname], "routes": routes})
+        envoy_vhosts.append({"name": "*", "domains": ["*"], "routes": [*any_host_routes, catch_all]})
+        return {"@type": ROUTE_TYPE, "name": name, "virtual_hosts": envoy_vhosts}
 
-    def _http_listener(self) -> dict[str, Any]:
-        hcm = {
+    @staticmethod
+    def _route(route: Route, guard: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+        match = route_match(route)
+        if guard:
+            match["headers"] = guard
+        return {"name": route.name, "match": match, "route": {"cluster": route.backend}}
+
+    def _hcm(self, route_config: str) -> dict[str, Any]:
+        config = {
             "@type": HCM_TYPE,
-            "stat_prefix": "http",
+            "stat_prefix": route_config,
+            # Path normalisation is off by default: /public/../admin would bypass an /admin route.
             "normalize_path": True,
             "merge_slashes": True,
             # Kubernetes hosts never carry a port: `foo.com:8080` must match `foo.com`.
             "strip_any_host_port": True,
+            # The edge of the cluster: the client's own address goes to X-Forwarded-For.
+            "use_remote_address": True,
             "rds": {
-                "route_config_name": HTTP_ROUTE_CONFIG,
-                "config_source": self._config_source(f"rds/{HTTP_ROUTE_CONFIG}.json"),
+                "route_config_name": route_config,
+                "config_source": self._config_source(f"rds/{route_config}.json"),
             },
             "http_filters": [{"name": "envoy.filters.http.router", "typed_config": {"@type": ROUTER_TYPE}}],
         }
+        return {"name": "envoy.filters.network.http_connection_manager", "typed_config": config}
+
+    def _listener(self, name: str, port: int, filter_chains: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
         return {
             "@type": LISTENER_TYPE,
-            "name": "http",
-            "address": _socket_address(self.address, self.http_port),
-            "filter_chains": [
-                {"filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}]}
-            ],
+            "name": name,
+            "address": _socket_address(self.address, port),
+            "filter_chains": filter_chains,
+            **extra,
         }
 
+    def _https_listener(self, model: RoutingModel) -> dict[str, Any]:
+        hosts_by_cert: dict[str, list[str]] = {}
+        for vhost in model.virtual_hosts:
+            if vhost.tls_cert:
+                hosts_by_cert.setdefault(vhost.tls_cert, []).append(vhost.hostname)
+        chains = [
+            {
+                "filter_chain_match": {"server_names": sorted(hosts_by_cert[cert.name])},
+                "filters": [self._hcm(HTTPS)],
+                "transport_socket": self._tls_socket(cert),
+            }
+            for cert in model.certificates
+            if cert.name in hosts_by_cert
+        ]
+        # An unknown or missing SNI would otherwise get a TCP reset; it gets the first certificate and the
+        # default backend instead, like Traefik's default certificate.
+        default_chain = {"filters": [self._hcm(HTTPS)], "transport_socket": self._tls_socket(model.certificates[0])}
+        inspector = [{"name": "envoy.filters.listener.tls_inspector", "typed_config": {"@type": TLS_INSPECTOR_TYPE}}]
+        return self._listener(
+            HTTPS, self.https_port, chains, listener_filters=inspector, default_filter_chain=default_chain
+        )
 
-def _port(value: str, key: str) -> int:
-    if not value.isdigit() or not 1 <= int(value) <= 65535:
-        raise ConfigError(f"renderer option envoy.{key}={value!r} must be a port from 1 to 65535")
-    return int(value)
+    def _tls_socket(self, cert: TLSCert) -> dict[str, Any]:
+        sds = {"name": cert.name, "sds_config": self._config_source(f"sds/{file_name(cert.name)}.json")}
+        context = {"@type": DOWNSTREAM_TLS_TYPE, "common_tls_context": {"tls_certificate_sds_secret_configs": [sds]}}
+        return {"name": "envoy.transport_sockets.tls", "typed_config": context}
+
+
+def _action(route: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in route.items() if k != "match"}
+
+
+def check_unique(model: RoutingModel) -> None:
+    """What Envoy rejects a whole file for, checked up front: duplicate cluster, secret and route names,
+    and duplicate domains (the translator guarantees them; a third-party model change must not slip by)."""
+    for what, names in (
+        ("cluster", [b.name for b in model.backends]),
+        ("secret", [c.name for c in model.certificates]),
+        ("domain", [v.hostname for v in model.virtual_hosts]),
+    ):
+        seen: set[str] = set()
+        for name in names:
+            if name in seen:
+                raise RenderError(
+                    f"duplicate Envoy {what} name {name!r}; refusing to write a configuration Envoy would reject"
+                )
+            seen.add(name)

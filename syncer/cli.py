@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import os
 import sys
@@ -229,6 +230,39 @@ def bootstrap_traefik(
         ),
         nl=False,
     )
+
+
+@bootstrap.command("envoy")
+@click.option(
+    "--output-dir",
+    required=True,
+    type=click.Path(file_okay=False),
+    help="The folder syncer writes to, as Envoy sees it.",
+    **_env("OUTPUT_DIR"),
+)
+@click.option(
+    "--admin-address",
+    default="127.0.0.1:9901",
+    show_default=True,
+    help="Envoy's admin interface (keep it on loopback).",
+)
+@click.option("--node-id", default="ingress-syncer", show_default=True, help="node.id of this Envoy.")
+@click.option("--node-cluster", default="ingress-syncer", show_default=True, help="node.cluster of this Envoy.")
+def bootstrap_envoy(output_dir: str, admin_address: str, node_id: str, node_cluster: str) -> None:
+    """Print an Envoy bootstrap (JSON) that loads the rendered files through file-based LDS and CDS.
+
+    Run Envoy with `--reject-unknown-dynamic-fields` (a misspelt field is otherwise only a warning) and, where
+    several Envoys share a host, `--disable-hot-restart` (or a distinct `--base-id`).
+    """
+    from renderers.envoy_bootstrap import bootstrap_config
+
+    try:
+        config = bootstrap_config(
+            os.path.abspath(output_dir), admin_address=admin_address, node_id=node_id, node_cluster=node_cluster
+        )
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from exc
+    click.echo(json.dumps(config, indent=2, sort_keys=True))
 
 
 @main.command()

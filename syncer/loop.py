@@ -111,6 +111,10 @@ class Syncer:
         try:
             rendered = self.renderer.render(model)
             files = {str(name): bytes(content) for name, content in rendered.items()}
+            # An optional pre-write check (Envoy's validate mode, for one): it may do I/O; render may not.
+            check = getattr(self.renderer, "check", None)
+            if callable(check) and not self.dry_run:
+                check(files)
         except SyncerError:
             raise
         except Exception as exc:  # a third-party renderer may fail in any way; nothing gets written

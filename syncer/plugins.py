@@ -26,6 +26,9 @@ class Renderer(Protocol):
 
     def render(self, model: RoutingModel) -> Mapping[str, bytes]: ...
 
+    # Optional: `check(files)` runs after render and before anything is written (it may run a validator);
+    # raising there keeps the last good files in place.
+
 
 def _entry_points() -> dict[str, list[EntryPoint]]:
     found: dict[str, list[EntryPoint]] = {}
