@@ -32,7 +32,10 @@ import urllib3
 import yaml
 from requests.adapters import HTTPAdapter
 
+from renderers.traefik import bootstrap_config
+
 LOOPBACK = "127.0.0.1"
+_REPO_ROOT = Path(__file__).resolve().parent.parent
 GENERATION_ROUTER = "zz-generation"
 _POLL = 0.02
 
@@ -311,7 +314,12 @@ class TraefikStartError(ProxyStartError):
 
 
 class TraefikProcess(ProxyProcess):
-    """A real Traefik on loopback reading `dynamic_dir` (file provider, watched); its own files go to `work_dir`."""
+    """A real Traefik on loopback reading `dynamic_dir` (file provider, watched); its own files go to `work_dir`.
+
+    Its static configuration is the one users get from `syncer bootstrap traefik` (from
+    `renderers.traefik.bootstrap_config`, or with `bootstrap_cli=True` from the command itself in a
+    subprocess), with loopback addresses on fresh ports; only the log settings are the test's own.
+    """
 
     name = "traefik"
     start_error = TraefikStartError
@@ -326,6 +334,7 @@ class TraefikProcess(ProxyProcess):
         log_level: str = "INFO",
         throttle: str = "200ms",
         startup_timeout: float = 30.0,
+        bootstrap_cli: bool = False,
     ) -> None:
         super().__init__(work_dir, binary=binary, startup_timeout=startup_timeout)
         self.dynamic_dir = Path(dynamic_dir).resolve()
@@ -334,6 +343,7 @@ class TraefikProcess(ProxyProcess):
             raise ValueError(f"work_dir {self.work_dir} must be outside the watched folder {self.dynamic_dir}")
         self.log_level = log_level
         self.throttle = throttle
+        self.bootstrap_cli = bootstrap_cli
         self.static_config = self.work_dir / "traefik-static.yaml"
         self.web_port = self.websecure_port = self.api_port = 0
 
@@ -424,23 +434,62 @@ class TraefikProcess(ProxyProcess):
     def _prepare_command(self, binary: str) -> list[str]:
         # Fresh ports on every attempt: the previous ones may be what made it fail.
         self.web_port, self.websecure_port, self.api_port = free_port(), free_port(), free_port()
-        static = {
-            "global": {"checkNewVersion": False, "sendAnonymousUsage": False},
-            "entryPoints": {
-                "web": {"address": f"{LOOPBACK}:{self.web_port}"},
-                "websecure": {"address": f"{LOOPBACK}:{self.websecure_port}"},
-                "traefik": {"address": f"{LOOPBACK}:{self.api_port}"},
-            },
-            "api": {"insecure": True},
-            "ping": {},
-            "log": {"level": self.log_level, "format": "json", "filePath": str(self.log_file)},
-            "providers": {
-                "providersThrottleDuration": self.throttle,
-                "file": {"directory": str(self.dynamic_dir), "watch": True},
-            },
+        addresses = {
+            "http_address": f"{LOOPBACK}:{self.web_port}",
+            "https_address": f"{LOOPBACK}:{self.websecure_port}",
+            "admin_address": f"{LOOPBACK}:{self.api_port}",
         }
+        text = self._bootstrap_cli(**addresses) if self.bootstrap_cli else self._bootstrap_function(**addresses)
+        static = yaml.safe_load(text)
+        if not isinstance(static, dict):
+            raise AssertionError(f"`syncer bootstrap traefik` printed no YAML mapping:\n{text}")
+        listening = {name: ep.get("address") for name, ep in static.get("entryPoints", {}).items()}
+        if set(listening.values()) != set(addresses.values()):
+            raise AssertionError(f"bootstrap entry points {listening} are not the loopback ones asked for: {addresses}")
+        # The test's own: a JSON log in a file of ours, read by log_entries()/log_errors().
+        static["log"] = {**(static.get("log") or {}), "level": self.log_level, "format": "json"}
+        static["log"]["filePath"] = str(self.log_file)
         self.static_config.write_text(yaml.safe_dump(static, sort_keys=True), encoding="utf-8")
         return [binary, f"--configFile={self.static_config}"]
+
+    def _bootstrap_function(self, *, http_address: str, https_address: str, admin_address: str) -> str:
+        return bootstrap_config(
+            str(self.dynamic_dir),
+            http_address=http_address,
+            https_address=https_address,
+            admin_address=admin_address,
+            throttle=self.throttle,
+            log_level=self.log_level,
+        )
+
+    def _bootstrap_cli(self, *, http_address: str, https_address: str, admin_address: str) -> str:
+        """`python -m syncer bootstrap traefik ...` in a subprocess: its stdout."""
+        # SYNCER_* variables are CLI options (click auto envvars): a developer's shell must not change the run.
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SYNCER_")}
+        command = [
+            sys.executable,
+            "-m",
+            "syncer",
+            "bootstrap",
+            "traefik",
+            "--output-dir",
+            str(self.dynamic_dir),
+            "--http-address",
+            http_address,
+            "--https-address",
+            https_address,
+            "--admin-address",
+            admin_address,
+            "--throttle",
+            self.throttle,
+        ]
+        result = subprocess.run(command, cwd=_REPO_ROOT, env=env, capture_output=True, text=True, timeout=60)
+        if result.returncode != 0:
+            raise AssertionError(
+                f"`syncer bootstrap traefik` exited {result.returncode}\nstdout:\n{result.stdout}\n"
+                f"stderr:\n{result.stderr}"
+            )
+        return result.stdout
 
     def _wait_until_ready(self) -> None:
         last = "no answer"
