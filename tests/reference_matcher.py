@@ -43,8 +43,18 @@ def normalise_host(host: str) -> str:
 
 
 def request_path(path: str) -> str:
-    """The path a rule is matched against: no query string, no fragment."""
-    return path.split("?", 1)[0].split("#", 1)[0] or "/"
+    """The path a rule is matched against: no query string, no fragment, normalised as both proxies do
+    before routing (our product choice, README "Ingress semantics"): `//` merged, `.` and `..` resolved."""
+    raw = path.split("?", 1)[0].split("#", 1)[0] or "/"
+    segments: list[str] = []
+    for segment in raw.split("/")[1:]:
+        if segment == "..":
+            if segments:
+                segments.pop()
+        elif segment not in (".", ""):
+            segments.append(segment)
+    trailing = "/" if raw.endswith(("/", "/.", "/..")) and segments else ""
+    return "/" + "/".join(segments) + trailing
 
 
 def host_matches(rule_host: str, host: str) -> bool:
