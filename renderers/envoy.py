@@ -25,7 +25,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
 from renderers.options import check_known_options
@@ -93,6 +93,7 @@ class EnvoyRenderer:
         "address": "0.0.0.0",
         "xds-dir": "",
         "validate-binary": "",
+        "drain-time-s": "600",
     }
 
     def __init__(self, options: Mapping[str, str], output_dir: str = "") -> None:
@@ -108,6 +109,10 @@ class EnvoyRenderer:
         if not self.xds_dir.startswith("/"):
             raise ConfigError("envoy.xds-dir must be an absolute path (the output folder as Envoy sees it)")
         self.validate_binary = merged["validate-binary"]
+        drain = merged["drain-time-s"]
+        if not drain.isdigit():
+            raise ConfigError(f"renderer option envoy.drain-time-s={drain!r} must be a whole number of seconds")
+        self.drain_time = float(drain)
 
     # --- files ---------------------------------------------------------------------------------------
     def render(self, model: RoutingModel) -> Mapping[str, bytes]:
@@ -128,6 +133,31 @@ class EnvoyRenderer:
             listeners.append(self._https_listener(model))
         files["lds.json"] = discovery_response(listeners)
         return files
+
+    def prune_delay(self, name: str) -> float:
+        """Draining listeners and filter chains keep reading their RDS and SDS files for Envoy's
+        --drain-time-s (600 by default): such files stay that long, or every re-read is an update_failure.
+        A removed cluster's EDS subscription ends with the CDS update, so its file can go at once."""
+        return self.drain_time if name.startswith(("rds/", "sds/")) else 0.0
+
+    def transition(self, read: Callable[[str], bytes | None], files: Mapping[str, bytes]) -> list[dict[str, bytes]]:
+        """A cluster must outlive the routes to it: CDS applies before RDS, so when clusters go away, first a
+        CDS that still holds them goes out with the new routes, and only then the CDS without them."""
+        old_cds = read("cds.json")
+        if old_cds is None or "cds.json" not in files:
+            return []
+        try:
+            old_clusters = {c["name"]: c for c in json.loads(old_cds)["resources"]}
+        except (ValueError, KeyError, TypeError):
+            return []  # not ours to interpret: the final write replaces it
+        new_clusters = json.loads(files["cds.json"])["resources"]
+        kept = {c["name"] for c in new_clusters}
+        leaving = [cluster for name, cluster in sorted(old_clusters.items()) if name not in kept]
+        if not leaving:
+            return []
+        step = dict(files)
+        step["cds.json"] = discovery_response(sorted([*new_clusters, *leaving], key=lambda c: str(c["name"])))
+        return [step]
 
     def check(self, files: Mapping[str, bytes]) -> None:
         """Before anything is written: `envoy --mode validate` on a static bootstrap of these files, if asked."""

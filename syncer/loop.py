@@ -75,7 +75,7 @@ class Syncer:
             self.preview_out.flush()
             result = None
         else:
-            result = self.writer.write(files)
+            result = self._write(files)
             log.info(
                 "wrote %d file(s), %d unchanged, %d removed in %s (%d routes, %d backends, %d problems; cycle %.3fs)",
                 len(result.written),
@@ -97,6 +97,26 @@ class Syncer:
         """Status write-back after a good cycle; it logs its own failures and never fails the cycle."""
         if self.publisher is not None:
             self.publisher.publish(snapshot, self.last_served)
+
+    def _write(self, files: dict[str, bytes]) -> WriteResult:
+        """The renderer's intermediate steps first (if it has any), then the files themselves."""
+        transition = getattr(self.renderer, "transition", None)
+        steps: list[dict[str, bytes]] = []
+        if callable(transition):
+            try:
+                steps = list(transition(self.writer.read, files))
+            except Exception as exc:  # a third-party renderer may fail in any way; nothing written yet
+                raise RenderError(
+                    f"renderer {self.renderer.name!r} transition failed: {type(exc).__name__}: {exc}"
+                ) from exc
+        written: list[str] = []
+        for step in steps:
+            written.extend(self.writer.write(step, prune=False).written)
+        prune_delay = getattr(self.renderer, "prune_delay", None)
+        final = self.writer.write(files, prune_delay=prune_delay if callable(prune_delay) else 0.0)
+        written = list(dict.fromkeys([*written, *final.written]))
+        unchanged = tuple(name for name in final.unchanged if name not in written)
+        return WriteResult(tuple(written), unchanged, final.removed)
 
     def _report_problems(self, problems: tuple[Problem, ...]) -> None:
         """Each problem is logged once, when it first appears, and once more when it is gone."""

@@ -28,6 +28,10 @@ class Renderer(Protocol):
 
     # Optional: `check(files)` runs after render and before anything is written (it may run a validator);
     # raising there keeps the last good files in place.
+    # Optional: `transition(read, files)` returns intermediate file sets written (without pruning) before
+    # `files`, given `read(name) -> bytes | None` for the files on disk: how a proxy that applies each file
+    # on its own is moved from the old state to the new one without a moment where a reference dangles.
+    # Optional: `prune_delay(name) -> seconds` keeps a file no longer produced that long before removing it.
 
 
 def _entry_points() -> dict[str, list[EntryPoint]]:

@@ -8,7 +8,8 @@ import json
 import os
 import re
 import secrets
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -56,8 +57,11 @@ class FileWriter:
     own), temp files go into the output folder itself under a name neither proxy loads (`.NAME.RANDOM.tmp`).
     """
 
-    def __init__(self, output_dir: str | Path, staging_dir: str | Path | None = None) -> None:
+    def __init__(
+        self, output_dir: str | Path, staging_dir: str | Path | None = None, clock: Callable[[], float] = time.time
+    ) -> None:
         self.output_dir = Path(output_dir)
+        self._clock = clock
         self._staging_dir = Path(staging_dir) if staging_dir is not None else None
         self._staging_chosen = staging_dir is not None
 
@@ -78,27 +82,54 @@ class FileWriter:
         if not os.access(self.output_dir, os.W_OK | os.X_OK):
             raise WriteError(f"output folder {self.output_dir} is not writable by this user")
 
-    def owned_files(self) -> list[str]:
+    def _manifest(self) -> tuple[list[str], dict[str, float]]:
+        """(files in use, files no longer produced -> since when), as the last write left them."""
         try:
             data = json.loads((self.output_dir / MANIFEST_NAME).read_text(encoding="utf-8"))
         except FileNotFoundError:
-            return []
+            return [], {}
         except (OSError, ValueError) as exc:
             raise WriteError(f"manifest {self.output_dir / MANIFEST_NAME} is unreadable: {exc}") from exc
         files = data.get("files") if isinstance(data, dict) else None
-        return [f for f in files if isinstance(f, str)] if isinstance(files, list) else []
+        stale = data.get("stale") if isinstance(data, dict) else None
+        live = [f for f in files if isinstance(f, str)] if isinstance(files, list) else []
+        pending = (
+            {k: float(v) for k, v in stale.items() if isinstance(v, (int, float)) and k not in live}
+            if isinstance(stale, dict)
+            else {}
+        )
+        return live, pending
 
-    def write(self, files: Mapping[str, bytes]) -> WriteResult:
-        """Writes in the mapping's order (renderers put referenced files first), then prunes stale ones."""
+    def owned_files(self) -> list[str]:
+        live, pending = self._manifest()
+        return sorted(set(live) | set(pending))
+
+    def read(self, name: str) -> bytes | None:
+        """The current bytes of a file this writer owns (for a renderer's transition), None if absent."""
+        check_relative_path(name)
+        return _read_or_none(self.output_dir / name) if name in self.owned_files() else None
+
+    def write(
+        self, files: Mapping[str, bytes], *, prune: bool = True, prune_delay: float | Callable[[str], float] = 0.0
+    ) -> WriteResult:
+        """Writes in the mapping's order (renderers put referenced files first), then prunes stale ones.
+
+        A file no longer produced is removed only after every file is written, and only once it has been
+        stale for `prune_delay` seconds (a proxy may go on reading it meanwhile: Envoy's draining listeners
+        do). With `prune=False` nothing is removed: an intermediate step of a transition.
+        """
         self.check()
         for name in files:
             check_relative_path(name)
-        previous = self.owned_files()
-        stale = [name for name in previous if name not in files]
+        live, pending = self._manifest()
+        now = self._clock()
+        stale = {name: pending.get(name, now) for name in set(live) | set(pending) if name not in files}
+        delay = prune_delay if callable(prune_delay) else (lambda name: float(prune_delay))
+        due = sorted(name for name, since in stale.items() if prune and now - since >= delay(name))
         try:
-            if set(files) - set(previous):
+            if set(files) - set(live) - set(pending):
                 # Claim new files before creating them, so a crash never leaves a file nobody owns.
-                self._write_manifest(sorted(set(previous) | set(files)))
+                self._write_manifest(sorted(set(live) | set(files)), pending)
             written, unchanged = [], []
             for name, content in files.items():
                 if self._replace_if_changed(self.output_dir / name, content):
@@ -106,16 +137,14 @@ class FileWriter:
                 else:
                     unchanged.append(name)
             # Only after every referencing file is replaced may the files they used to name disappear.
-            for name in stale:
-                try:
-                    (self.output_dir / name).unlink()
-                except FileNotFoundError:
-                    pass
-            if stale or set(files) != set(previous):
-                self._write_manifest(sorted(files))
+            for name in due:
+                (self.output_dir / name).unlink(missing_ok=True)
+            kept = {name: since for name, since in stale.items() if name not in due}
+            if (sorted(files), kept) != (sorted(live), pending):
+                self._write_manifest(sorted(files), kept)
         except OSError as exc:
             raise WriteError(_describe_os_error(exc, self.output_dir)) from exc
-        return WriteResult(tuple(written), tuple(unchanged), tuple(stale))
+        return WriteResult(tuple(written), tuple(unchanged), tuple(due))
 
     def preview(self, files: Mapping[str, bytes]) -> str:
         """A unified diff of what `write` would change, keys redacted; writes nothing."""
@@ -152,8 +181,9 @@ class FileWriter:
         atomic_write(target, content, mode, self.staging_dir)
         return True
 
-    def _write_manifest(self, names: list[str]) -> None:
-        body = json.dumps({"files": names, "writer": "ingress-syncer"}, indent=1, sort_keys=True).encode() + b"\n"
+    def _write_manifest(self, names: list[str], stale: Mapping[str, float]) -> None:
+        manifest = {"files": names, "stale": dict(sorted(stale.items())), "writer": "ingress-syncer"}
+        body = json.dumps(manifest, indent=1, sort_keys=True).encode() + b"\n"
         atomic_write(self.output_dir / MANIFEST_NAME, body, 0o644, self.staging_dir)
 
 

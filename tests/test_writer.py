@@ -200,3 +200,38 @@ def test_leftover_temp_files_of_a_killed_writer_are_cleaned(tmp_path: Path) -> N
     (staging / ".a.yaml.dead.tmp").write_bytes(b"half")
     FileWriter(out).write({"a.yaml": b"1\n"})
     assert list(staging.iterdir()) == []
+
+
+def test_stale_files_wait_for_the_prune_delay(tmp_path: Path) -> None:
+    """Envoy's draining listeners read removed files for a while: they go only after the delay."""
+    now = [1000.0]
+    writer = FileWriter(tmp_path, clock=lambda: now[0])
+    writer.write({"a.json": b"1", "b.json": b"2"})
+    first = writer.write({"a.json": b"1"}, prune_delay=60)
+    assert first.removed == () and (tmp_path / "b.json").exists()
+    assert writer.owned_files() == ["a.json", "b.json"]
+    now[0] += 59
+    assert writer.write({"a.json": b"1"}, prune_delay=60).removed == ()
+    now[0] += 1
+    assert writer.write({"a.json": b"1"}, prune_delay=60).removed == ("b.json",)
+    assert not (tmp_path / "b.json").exists() and writer.owned_files() == ["a.json"]
+
+
+def test_a_stale_file_produced_again_is_no_longer_stale(tmp_path: Path) -> None:
+    now = [0.0]
+    writer = FileWriter(tmp_path, clock=lambda: now[0])
+    writer.write({"a.json": b"1", "b.json": b"2"})
+    writer.write({"a.json": b"1"}, prune_delay=60)
+    writer.write({"a.json": b"1", "b.json": b"3"}, prune_delay=60)
+    now[0] += 120
+    assert writer.write({"a.json": b"1", "b.json": b"3"}, prune_delay=60).removed == ()
+    assert (tmp_path / "b.json").read_bytes() == b"3"
+
+
+def test_an_intermediate_write_prunes_nothing(tmp_path: Path) -> None:
+    writer = FileWriter(tmp_path)
+    writer.write({"a.json": b"1", "b.json": b"2"})
+    assert writer.write({"a.json": b"1"}, prune=False).removed == ()
+    assert (tmp_path / "b.json").exists() and writer.read("b.json") == b"2"
+    assert writer.write({"a.json": b"1"}).removed == ("b.json",)
+    assert writer.read("b.json") is None
