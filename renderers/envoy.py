@@ -63,6 +63,10 @@ def _socket_address(address: str, port: int) -> dict[str, Any]:
 
 def route_match(route: Route) -> dict[str, Any]:
     if route.match is PathMatch.EXACT:
+        if route.path == "/":
+            # merge_slashes keeps a path made only of slashes ("//") as it is; Traefik and the spec's
+            # normalised view see "/" there.
+            return {"safe_regex": {"regex": "/+"}}
         return {"path": route.path}
     if route.path == "/":
         return {"prefix": "/"}
@@ -285,7 +289,7 @@ class EnvoyRenderer:
             if cert.name in hosts_by_cert
         ]
         # An unknown or missing SNI would otherwise get a TCP reset; it gets the first certificate and the
-        # default backend instead, like Traefik's default certificate.
+        # HTTPS routes (for an unknown host, the default backend), like Traefik's default certificate.
         default_chain = {"filters": [self._hcm(HTTPS)], "transport_socket": self._tls_socket(model.certificates[0])}
         inspector = [{"name": "envoy.filters.listener.tls_inspector", "typed_config": {"@type": TLS_INSPECTOR_TYPE}}]
         return self._listener(

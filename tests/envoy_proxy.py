@@ -14,7 +14,7 @@ import subprocess
 import sys
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import requests
 
@@ -114,6 +114,9 @@ class EnvoyStartError(ProxyStartError):
     pass
 
 
+_Envoy = TypeVar("_Envoy", bound="EnvoyProcess")
+
+
 class EnvoyProcess(ProxyProcess):
     """Envoy started on `bootstrap_path`, its log and output in `work_dir`, admin API on 127.0.0.1:`admin_port`.
 
@@ -160,6 +163,10 @@ class EnvoyProcess(ProxyProcess):
         # One worker: round robin over a cluster's endpoints is then strictly alternating, not per-worker random.
         self.concurrency = concurrency
         self._attempt = 0
+
+    def start(self: _Envoy) -> _Envoy:
+        self._attempt = 0
+        return super().start()
 
     @property
     def admin_url(self) -> str:
@@ -255,6 +262,58 @@ class EnvoyProcess(ProxyProcess):
             f"update stats: {problems}\n{self.diagnostics()}"
         )
 
+    def update_problems(self) -> dict[str, int]:
+        """Every `*.update_rejected` and `*.update_failure` counter (LDS, CDS, each RDS, EDS cluster and secret)."""
+        return {k: v for k, v in self.stats(_PROBLEM_STATS).items() if isinstance(v, int)}
+
+    def wait_for_rendered(
+        self,
+        output_dir: str | os.PathLike[str],
+        timeout: float = 10.0,
+        *,
+        problems_before: Mapping[str, int] | None = None,
+    ) -> dict[str, str]:
+        """Polls until every file rendered into `output_dir` is live: each `*.version_text` equals its file's
+        `version_info` (rendered_versions), no cluster or listener is still warming and as many listeners
+        are active as `lds.json` holds. Returns the versions.
+
+        Fails at once, naming the counter, when an `update_rejected`/`update_failure` counter of one of these
+        files rises above `problems_before` (update_problems() taken before the files were written; default:
+        now): a rejected file is not retried until it is renamed again, so waiting on would only run into the
+        timeout. Counters of subscriptions the files no longer name (a draining listener's) are not looked at.
+        """
+        expected = rendered_versions(output_dir)
+        listeners = len(_load_json(Path(output_dir) / "lds.json")["resources"])
+        baseline = dict(problems_before) if problems_before is not None else self.update_problems()
+        subscriptions = {stat.removesuffix(".version_text") for stat in expected}
+        missing: dict[str, object] = {}
+        for _ in self._polls(timeout):
+            live = self.stats(_LIVE_STATS)
+            missing = {stat: live.get(stat) for stat, version in expected.items() if live.get(stat) != version}
+            for stat, want in (
+                ("cluster_manager.warming_clusters", 0),
+                ("listener_manager.total_listeners_warming", 0),
+                ("listener_manager.total_listeners_active", listeners),
+            ):
+                if live.get(stat) != want:
+                    missing[stat] = live.get(stat)
+            if not missing:
+                return expected
+            risen = {
+                k: v
+                for k, v in self.update_problems().items()
+                if v > baseline.get(k, 0) and k.rpartition(".update_")[0] in subscriptions
+            }
+            if risen:
+                raise AssertionError(
+                    f"Envoy rejected rendered files in {output_dir}: {risen}; not live yet: {missing}; "
+                    f"listener errors: {self.listener_errors()}\nlog: {self.log_problems()[-5:]}"
+                )
+        raise TimeoutError(
+            f"the files in {output_dir} are not all live after {timeout}s; stat -> what Envoy has: {missing}; "
+            f"expected versions: {expected}; update problems: {self.update_problems()}\n{self.diagnostics()}"
+        )
+
     # log
     def log_problems(self) -> list[str]:
         """Log lines about configuration at warning level (e.g. `Filesystem config update rejected: …`) or any error.
@@ -272,6 +331,12 @@ class EnvoyProcess(ProxyProcess):
         return find_envoy()
 
     def _prepare_command(self, binary: str) -> list[str]:
+        self._attempt += 1
+        if self.xds_dir is not None:
+            self._write_bootstrap()
+        elif self._attempt > 1:
+            # The caller's bootstrap names a fixed admin port: another attempt would fail the same way.
+            raise EnvoyStartError(f"envoy could not start on {self.bootstrap_path}\n{self.diagnostics()}")
         return [
             binary,
             "-c",
@@ -291,8 +356,34 @@ class EnvoyProcess(ProxyProcess):
             "50",
         ]
 
+    def _write_bootstrap(self) -> None:
+        """The bootstrap users get for `xds_dir`, on a fresh admin port each attempt (the last may be what failed)."""
+        assert self.xds_dir is not None
+        self.admin_port = self._fixed_admin_port or free_port()
+        admin_address = f"{LOOPBACK}:{self.admin_port}"
+        if self.bootstrap_cli:
+            bootstrap = bootstrap_from_cli(self.xds_dir, admin_address, node_id=self.node_id)
+        else:
+            bootstrap = bootstrap_config(str(self.xds_dir), admin_address=admin_address, node_id=self.node_id)
+        admin = bootstrap.get("admin", {}).get("address", {}).get("socket_address", {})
+        if (admin.get("address"), admin.get("port_value")) != (LOOPBACK, self.admin_port):
+            raise AssertionError(f"bootstrap admin {admin} is not the loopback address asked for: {admin_address}")
+        self.bootstrap_path.parent.mkdir(parents=True, exist_ok=True)
+        self.bootstrap_path.write_text(json.dumps(bootstrap, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+
+    def _expected_listeners(self) -> int:
+        """`listeners`, else how many listeners the `lds.json` named by the bootstrap holds (1 if unreadable)."""
+        if self.listeners is not None:
+            return self.listeners
+        try:
+            lds = self.bootstrap["dynamic_resources"]["lds_config"]
+            return len(_load_json(_file_path(lds))["resources"]) or 1
+        except (OSError, ValueError, KeyError, TypeError):
+            return 1
+
     def _wait_until_ready(self) -> None:
         phase, last = "/ready", "no answer"
+        listeners = self._expected_listeners()
         for _ in self._polls(self.startup_timeout, starting=True):
             try:
                 if phase == "/ready":
@@ -303,8 +394,8 @@ class EnvoyProcess(ProxyProcess):
                         phase = "listeners"
                 if phase == "listeners":
                     active = self.stat("listener_manager.total_listeners_active")
-                    last = f"total_listeners_active={active!r}"
-                    if isinstance(active, int) and active >= self.listeners:
+                    last = f"total_listeners_active={active!r}, waiting for {listeners}"
+                    if active == listeners:
                         return
                     errors = self.listener_errors()
                     if errors:

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import base64
 import collections
 import contextlib
+import http.client
 import json
 import shutil
+import socket
+import ssl
 import subprocess
 import time
 from collections.abc import Iterator
@@ -14,12 +18,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
+from renderers.envoy_bootstrap import bootstrap_config
 from tests.demo import API, DEMO_SOURCE, MANIFEST_FILE, WEB, run_syncer_once, serve_demo_backends
-from tests.envoy_proxy import EnvoyProcess, EnvoyStartError, find_envoy
-from tests.proxies import LOOPBACK, EchoServer, free_port, request
+from tests.envoy_proxy import EnvoyProcess, EnvoyStartError, find_envoy, referenced_files, rendered_versions
+from tests.proxies import LOOPBACK, EchoServer, Reply, decode_cert, free_port, request
 
 RDS_FILE = "rds/http.json"
+HTTPS_RDS_FILE = "rds/https.json"
+SDS_FILE = "sds/shop__shop-tls.json"
 
 
 @dataclass(frozen=True)
@@ -28,65 +36,28 @@ class EnvoyRun:
     output_dir: Path
     source: Path
     http_port: int
+    https_port: int
     cli_seconds: float
 
     @property
     def http_url(self) -> str:
         return f"http://{LOOPBACK}:{self.http_port}"
 
+    @property
+    def https_url(self) -> str:
+        return f"https://{LOOPBACK}:{self.https_port}"
 
-def render_envoy(source: Path, output_dir: Path, http_port: int) -> tuple[subprocess.CompletedProcess[str], float]:
-    """`syncer once` with the Envoy renderer, its listener on LOOPBACK:`http_port`."""
-    renderer_opts = {"envoy.address": LOOPBACK, "envoy.http-port": str(http_port)}
+
+def render_envoy(
+    source: Path, output_dir: Path, http_port: int, https_port: int
+) -> tuple[subprocess.CompletedProcess[str], float]:
+    """`syncer once` with the Envoy renderer, its listeners on LOOPBACK:`http_port` and LOOPBACK:`https_port`."""
+    renderer_opts = {
+        "envoy.address": LOOPBACK,
+        "envoy.http-port": str(http_port),
+        "envoy.https-port": str(https_port),
+    }
     return run_syncer_once(source, output_dir, "envoy", renderer_opts)
-
-
-def write_bootstrap(path: Path, xds_dir: Path, admin_port: int) -> None:
-    """What `syncer bootstrap envoy` will write one day: node, loopback admin, LDS and CDS from the xDS folder."""
-
-    def file_source(name: str) -> dict[str, Any]:
-        # watched_directory: the writer renames into the folder, and any rename there re-reads the file.
-        return {
-            "resource_api_version": "V3",
-            "path_config_source": {"path": str(xds_dir / name), "watched_directory": {"path": str(xds_dir)}},
-        }
-
-    bootstrap = {
-        "node": {"id": "ingress-syncer-test", "cluster": "ingress-syncer-test"},
-        "admin": {"address": {"socket_address": {"address": LOOPBACK, "port_value": admin_port}}},
-        "dynamic_resources": {"lds_config": file_source("lds.json"), "cds_config": file_source("cds.json")},
-    }
-    path.write_text(json.dumps(bootstrap, indent=1, sort_keys=True) + "\n", encoding="utf-8")
-
-
-def _load(path: Path) -> dict[str, Any]:
-    data: dict[str, Any] = json.loads(path.read_bytes())
-    return data
-
-
-def rendered_versions(output_dir: Path) -> dict[str, str]:
-    """`*.version_text` stat -> the `version_info` Envoy must report once that file is live.
-
-    Stat names follow from the files themselves (HCM stat_prefix, route_config_name, cluster_name), not from
-    the renderer's constants.
-    """
-    lds = _load(output_dir / "lds.json")
-    versions = {
-        "listener_manager.lds.version_text": lds["version_info"],
-        "cluster_manager.cds.version_text": _load(output_dir / "cds.json")["version_info"],
-    }
-    for listener in lds["resources"]:
-        for chain in listener["filter_chains"]:
-            for network_filter in chain["filters"]:
-                hcm = network_filter["typed_config"]
-                rds = hcm["rds"]
-                rds_file = Path(rds["config_source"]["path_config_source"]["path"])
-                stat = f"http.{hcm['stat_prefix']}.rds.{rds['route_config_name']}.version_text"
-                versions[stat] = _load(rds_file)["version_info"]
-    for eds_file in sorted((output_dir / "eds").glob("*.json")):
-        eds = _load(eds_file)
-        versions[f"cluster.{eds['resources'][0]['cluster_name']}.version_text"] = eds["version_info"]
-    return versions
 
 
 def file_states(output_dir: Path) -> dict[str, tuple[bytes, int]]:
@@ -100,27 +71,28 @@ def file_states(output_dir: Path) -> dict[str, tuple[bytes, int]]:
 
 @contextlib.contextmanager
 def start_envoy_on(source: Path, base: Path, binary: str) -> Iterator[EnvoyRun]:
-    """Renders `source` into base/xds and runs Envoy on it until every rendered version is live, then yields."""
+    """Renders `source` into base/xds, runs Envoy on the `syncer bootstrap envoy` command's bootstrap for that
+    folder until every rendered version is live, then yields."""
     output_dir, work_dir = base / "xds", base / "envoy"
     output_dir.mkdir(parents=True)
-    work_dir.mkdir(parents=True)
     for attempt in range(3):
-        # free_port() races with other processes; a port taken in between is worth another try.
-        http_port, admin_port = free_port(), free_port()
-        _, cli_seconds = render_envoy(source, output_dir, http_port)
-        bootstrap = work_dir / "bootstrap.json"
-        write_bootstrap(bootstrap, output_dir, admin_port)
+        # free_port() races with other processes; a listener port taken in between is worth another try
+        # (EnvoyProcess retries a taken admin port itself).
+        http_port, https_port = free_port(), free_port()
+        _, cli_seconds = render_envoy(source, output_dir, http_port, https_port)
+        envoy = EnvoyProcess(
+            work_dir / "bootstrap.json", work_dir, xds_dir=output_dir, bootstrap_cli=True, binary=binary
+        )
         try:
-            envoy = EnvoyProcess(bootstrap, work_dir, admin_port, binary=binary).start()
+            envoy.start()
         except EnvoyStartError as exc:
             if "ddress already in use" in str(exc) and attempt < 2:
                 continue
             raise
         try:
-            for stat, version in rendered_versions(output_dir).items():
-                envoy.wait_for_version(stat, version, timeout=10)
+            envoy.wait_for_rendered(output_dir, timeout=10)
             assert envoy.update_rejected_total() == 0, envoy.stats(r"\.update_rejected$")
-            yield EnvoyRun(envoy, output_dir, source, http_port, cli_seconds)
+            yield EnvoyRun(envoy, output_dir, source, http_port, https_port, cli_seconds)
         finally:
             envoy.stop()
         return
@@ -154,7 +126,47 @@ def test_syncer_once_output(demo: EnvoyRun) -> None:
         "eds/shop__web__80.json",
         "lds.json",
         RDS_FILE,
+        HTTPS_RDS_FILE,
+        SDS_FILE,
     ]
+    # The secret file holds the demo's private key: owner-only.
+    assert (demo.output_dir / SDS_FILE).stat().st_mode & 0o777 == 0o600
+
+
+def test_bootstrap_is_the_syncer_command_output(demo: EnvoyRun) -> None:
+    # The file Envoy runs on is what `syncer bootstrap envoy` printed (a subprocess), which must in turn be
+    # what renderers.envoy_bootstrap builds for the same arguments.
+    bootstrap = demo.envoy.bootstrap
+    admin_address = f"{LOOPBACK}:{demo.envoy.admin_port}"
+    assert bootstrap == bootstrap_config(str(demo.output_dir), admin_address=admin_address, node_id=demo.envoy.node_id)
+    watched = {"watched_directory": {"path": str(demo.output_dir)}}
+    assert bootstrap["dynamic_resources"] == {
+        f"{kind}_config": {
+            "resource_api_version": "V3",
+            "path_config_source": {"path": str(demo.output_dir / f"{kind}.json"), **watched},
+        }
+        for kind in ("lds", "cds")
+    }
+
+
+def test_every_rendered_file_is_live(demo: EnvoyRun) -> None:
+    versions = rendered_versions(demo.output_dir)
+    # Every file Envoy reads, by the stat that echoes its version_info: nothing rendered goes unchecked.
+    assert referenced_files(demo.output_dir) == {
+        demo.output_dir / name for name in file_states(demo.output_dir) if name != MANIFEST_FILE
+    }
+    assert sorted(versions) == [
+        "cluster.shop/api/8080.version_text",
+        "cluster.shop/legacy/80.version_text",
+        "cluster.shop/web/80.version_text",
+        "cluster_manager.cds.version_text",
+        "http.http.rds.http.version_text",
+        "http.https.rds.https.version_text",
+        "listener_manager.lds.version_text",
+        "sds.shop/shop-tls.version_text",
+    ]
+    for stat, version in versions.items():
+        assert demo.envoy.stat(stat) == version, stat
 
 
 def test_envoy_accepts_every_file(demo: EnvoyRun) -> None:
@@ -162,7 +174,8 @@ def test_envoy_accepts_every_file(demo: EnvoyRun) -> None:
     assert envoy.update_rejected_total() == 0, envoy.stats(r"\.update_rejected$")
     assert envoy.update_failure_total() == 0, envoy.stats(r"\.update_failure$")
     assert envoy.log_problems() == []
-    assert envoy.listener_addresses() == {"http": (LOOPBACK, demo.http_port)}
+    assert envoy.listener_addresses() == {"http": (LOOPBACK, demo.http_port), "https": (LOOPBACK, demo.https_port)}
+    assert envoy.stat("listener_manager.total_listeners_active") == 2
     # Name-agnostic: whatever the clusters are called, the not-ready address is in none of them.
     hosts = [h for cluster_hosts in envoy.cluster_hosts().values() for h in cluster_hosts]
     assert {"127.0.0.11:18081", "127.0.0.12:18081", "127.0.0.21:18082"} <= set(hosts), hosts
@@ -237,9 +250,80 @@ def test_load_balancing_skips_not_ready_endpoint(demo: EnvoyRun, backends: dict[
     assert backends["web-not-ready"].served == before == 0
 
 
+def demo_ca_file(directory: Path) -> Path:
+    """The demo Secret's certificate, self-signed, as a CA bundle: lets HTTPS requests verify chain and name."""
+    documents = [d for d in yaml.safe_load_all((DEMO_SOURCE / "secrets.yaml").read_text()) if d]
+    secret = next(d for d in documents if d.get("kind") == "Secret" and d["metadata"]["name"] == "shop-tls")
+    pem = secret.get("stringData", {}).get("tls.crt") or base64.b64decode(secret["data"]["tls.crt"]).decode()
+    path = directory / "shop-ca.pem"
+    path.write_text(pem)
+    return path
+
+
+def request_without_sni(port: int, host_header: str, path: str = "/") -> Reply:
+    """One HTTPS request to LOOPBACK:`port` whose ClientHello carries no server name at all."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE  # whatever certificate comes back is what the test inspects
+    with socket.create_connection((LOOPBACK, port), timeout=5) as raw, context.wrap_socket(raw) as tls:
+        der = tls.getpeercert(binary_form=True)
+        assert der is not None, "the server presented no certificate"
+        tls.sendall(f"GET {path} HTTP/1.1\r\nHost: {host_header}\r\nConnection: close\r\n\r\n".encode())
+        response = http.client.HTTPResponse(tls)  # reads through tls.makefile()
+        response.begin()
+        content = response.read()
+    try:
+        body: Any = json.loads(content)
+    except ValueError:
+        body = content.decode("utf-8", "replace")
+    return Reply(response.status, body, decode_cert(der))
+
+
+def test_https_certificate_verifies_for_sni(demo: EnvoyRun, tmp_path: Path) -> None:
+    # Not just the right names: the chain verifies against the demo Secret and the name matches the SNI.
+    reply = request(demo.https_url, "shop.example.com", path="/api", verify=str(demo_ca_file(tmp_path)))
+    assert (reply.status, reply.body["backend"], reply.body["path"]) == (200, "api", "/api"), reply
+    assert reply.cert is not None
+    assert reply.cert.common_name == "shop.example.com"
+    assert "shop.example.com" in reply.cert.dns_names
+
+
+HTTPS_CASES = [
+    # (id, SNI and Host, path, backends allowed to answer)
+    ("tls-api", "shop.example.com", "/api", API),
+    ("tls-api-child", "shop.example.com", "/api/x?q=1", API),
+    ("tls-root", "shop.example.com", "/", WEB),
+    ("tls-host-with-port", "shop.example.com:8443", "/api", API),
+    # The default chain: an SNI no certificate names gets the first certificate and the default backend.
+    ("tls-unknown-sni-default-backend", "unknown.example.org", "/api", WEB),
+]
+
+
+@pytest.mark.parametrize(("host", "path", "allowed"), [c[1:] for c in HTTPS_CASES], ids=[c[0] for c in HTTPS_CASES])
+def test_https_routing(demo: EnvoyRun, host: str, path: str, allowed: frozenset[str]) -> None:
+    reply = request(demo.https_url, host, path=path)
+    assert reply.status == 200, reply
+    assert reply.body["backend"] in allowed, reply
+    assert reply.body["path"] == path
+    assert reply.cert is not None
+    assert reply.cert.common_name == "shop.example.com", reply.cert
+
+
+def test_https_without_sni_gets_default_chain(demo: EnvoyRun) -> None:
+    # No SNI at all (an IP-address client, curl -k https://127.0.0.1): the default chain answers, no reset.
+    before = demo.envoy.stat("tls_inspector.sni_not_found")
+    assert isinstance(before, int), before
+    reply = request_without_sni(demo.https_port, "unknown.example.org", "/api")
+    assert demo.envoy.stat("tls_inspector.sni_not_found") == before + 1
+    assert reply.cert is not None
+    assert reply.cert.common_name == "shop.example.com", reply.cert
+    assert reply.status == 200, reply
+    assert reply.body["backend"] in WEB, reply
+
+
 def test_second_run_changes_nothing(demo: EnvoyRun) -> None:
     before = file_states(demo.output_dir)
-    _, seconds = render_envoy(demo.source, demo.output_dir, demo.http_port)
+    _, seconds = render_envoy(demo.source, demo.output_dir, demo.http_port, demo.https_port)
     print(f"\n`syncer once` again, nothing to change: {seconds:.3f} s")
     assert file_states(demo.output_dir) == before
 
@@ -254,31 +338,35 @@ def test_route_change_reaches_live_envoy(tmp_path: Path, backends: dict[str, Ech
     with start_envoy_on(source, tmp_path / "run", find_envoy()) as run:
         assert request(run.http_url, "shop.example.com", path="/api").body["backend"] == "api"
         before = file_states(run.output_dir)
-        old_version = _load(run.output_dir / RDS_FILE)["version_info"]
+        old_versions = rendered_versions(run.output_dir)
         lds_attempts = run.envoy.stat("listener_manager.lds.update_attempt")
 
         ingresses.write_text(text.replace("path: /api\n", "path: /v2\n"), encoding="utf-8")
         started = time.monotonic()
-        render_envoy(source, run.output_dir, run.http_port)
-        new_version = _load(run.output_dir / RDS_FILE)["version_info"]
-        assert new_version != old_version
-        run.envoy.wait_for_version("http.http.rds.http.version_text", new_version, timeout=10)
+        render_envoy(source, run.output_dir, run.http_port, run.https_port)
+        new_versions = run.envoy.wait_for_rendered(run.output_dir, timeout=10)
         seconds = time.monotonic() - started
-        print(f"\nroute change: `syncer once` until Envoy reports the new RDS version: {seconds:.3f} s")
+        print(f"\nroute change: `syncer once` until Envoy reports the new RDS versions: {seconds:.3f} s")
 
+        # shop.example.com is served over both listeners: both route configurations changed, nothing else.
+        assert {s for s in new_versions if new_versions[s] != old_versions[s]} == {
+            "http.http.rds.http.version_text",
+            "http.https.rds.https.version_text",
+        }
         after = file_states(run.output_dir)
         assert sorted(after) == sorted(before)
-        assert [name for name in sorted(after) if after[name] != before[name]] == [RDS_FILE]
-        for stat, version in rendered_versions(run.output_dir).items():
-            assert run.envoy.stat(stat) == version, stat
+        assert [name for name in sorted(after) if after[name] != before[name]] == [RDS_FILE, HTTPS_RDS_FILE]
         assert run.envoy.update_rejected_total() == 0, run.envoy.stats(r"\.update_rejected$")
-        # Nothing was renamed into the LDS file's folder, so the listener was not even re-read: no drain.
+        # Nothing was renamed into the LDS file's folder, so the listeners were not even re-read: no drain.
         assert run.envoy.stat("listener_manager.lds.update_attempt") == lds_attempts
 
         for path, allowed in (("/v2", API), ("/v2/x", API), ("/api", WEB), ("/api/x", WEB)):
-            reply = request(run.http_url, "shop.example.com", path=path)
-            assert reply.status == 200, reply
-            assert reply.body["backend"] in allowed, (path, reply)
+            for reply in (
+                request(run.http_url, "shop.example.com", path=path),
+                request(run.https_url, "shop.example.com", path=path),
+            ):
+                assert reply.status == 200, reply
+                assert reply.body["backend"] in allowed, (path, reply)
 
 
 def test_broken_demo_objects_degrade_without_breaking_anything(demo: EnvoyRun) -> None:
