@@ -10,6 +10,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from types import FrameType
 from typing import TextIO
 
@@ -66,7 +67,8 @@ class Syncer:
             # Status is not part of the diff: a failed write, or a new load-balancer address, is still due.
             self._publish(snapshot)
             return CycleResult(changed_input=False, seconds=time.monotonic() - started)
-        translation = translate(snapshot, self.translate_options)
+        now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        translation = translate(snapshot, self.translate_options, now)
         self._report_problems(translation.problems)
         files = self._render(translation.model)
         if self.dry_run:

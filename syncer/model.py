@@ -68,6 +68,7 @@ class TLSCert:
     cert_pem: bytes = field(repr=False)
     key_pem: bytes = field(repr=False)
     source: SourceRef
+    not_after: str = ""  # the leaf's expiry, RFC 3339 UTC
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,6 +195,7 @@ def model_to_plain(model: RoutingModel) -> dict[str, object]:
                 "name": c.name,
                 "source": str(c.source),
                 "cert_sha256": hashlib.sha256(c.cert_pem).hexdigest(),
+                "not_after": c.not_after,
                 "key": "<redacted>",
             }
             for c in model.certificates

@@ -75,6 +75,7 @@ class _DefaultClaim:
 class _Builder:
     snapshot: Snapshot
     options: TranslateOptions
+    now: str | None = None
     problems: list[Problem] = field(default_factory=list)
     routes: dict[str, dict[tuple[str, PathMatch], Route]] = field(default_factory=dict)
     certs: dict[str, TLSCert] = field(default_factory=dict)
@@ -91,8 +92,10 @@ class _Builder:
         self.problems.append(Problem(source, field_path, message))
 
 
-def translate(snapshot: Snapshot, options: TranslateOptions | None = None) -> Translation:
-    builder = _Builder(snapshot, options or TranslateOptions())
+def translate(snapshot: Snapshot, options: TranslateOptions | None = None, now: str | None = None) -> Translation:
+    """`now` (RFC 3339 UTC) turns on the expiry check of certificates; without it the result depends on the
+    snapshot alone (golden files)."""
+    builder = _Builder(snapshot, options or TranslateOptions(), now)
     # Oldest first, so that every conflict is won by the oldest Ingress, whatever order the API returned.
     ours = sorted(_our_ingresses(builder), key=_age_key)
     sources = [source_ref("Ingress", ingress) for ingress in ours]
@@ -353,8 +356,15 @@ def _certificate(builder: _Builder, source: SourceRef, field_path: str, secret_n
         )
         return None
     try:
-        builder.certs[name] = load_tls_secret(name, secret, SourceRef("Secret", source.namespace, secret_name))
+        cert = load_tls_secret(name, secret, SourceRef("Secret", source.namespace, secret_name))
     except CertificateProblem as problem:
         builder.problem(source, field_path, f"Secret {name}: {problem}; hosts served without TLS")
         return None
+    if builder.now is not None and cert.not_after < builder.now:
+        # Still served: an expired certificate is better than none for the clients that accept it, and
+        # dropping it would silently downgrade the host to plain HTTP.
+        builder.problem(
+            source, field_path, f"Secret {name}: the certificate expired at {cert.not_after}; served anyway"
+        )
+    builder.certs[name] = cert
     return name

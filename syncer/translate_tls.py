@@ -52,7 +52,8 @@ def load_tls_secret(name: str, secret: KubeObject, source: SourceRef) -> TLSCert
     normalised_key = key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
-    return TLSCert(name, normalised_chain, normalised_key, source)
+    not_after = chain[0].not_valid_after_utc.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return TLSCert(name, normalised_chain, normalised_key, source, not_after)
 
 
 def _decode(data: object, key: str) -> bytes:
