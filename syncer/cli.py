@@ -15,9 +15,11 @@ import click
 from syncer import __version__
 from syncer.config import LOG_FORMATS, LOG_LEVELS, Config
 from syncer.errors import ConfigError, SyncerError
+from syncer.guard import RemovalGuard
 from syncer.kube import KubeClient
 from syncer.kubeconfig import load_cluster_config
 from syncer.loop import RunLoop, Syncer
+from syncer.metrics import HealthServer, Metrics
 from syncer.plugins import available_renderers, load_renderer, split_renderer_options
 from syncer.source import ApiSource, DirectorySource, Source
 from syncer.status import PublishTarget, StatusPublisher
@@ -124,6 +126,28 @@ def shared_options(command: Callable[..., Any]) -> Callable[..., Any]:
             **_env("PUBLISH_SERVICE"),
         ),
         click.option(
+            "--max-removal-ratio",
+            type=click.FloatRange(0.0, 1.0),
+            default=0.5,
+            show_default=True,
+            help="Hold back a model that removes more than this share of the routes last written.",
+            **_env("MAX_REMOVAL_RATIO"),
+        ),
+        click.option(
+            "--removal-confirmations",
+            type=click.IntRange(1),
+            default=3,
+            show_default=True,
+            help="Consecutive cycles that must see the same held-back model before it is written.",
+            **_env("REMOVAL_CONFIRMATIONS"),
+        ),
+        click.option(
+            "--allow-mass-removal",
+            is_flag=True,
+            help="Write a model that removes most routes at once, without waiting for confirmations.",
+            **_env("ALLOW_MASS_REMOVAL"),
+        ),
+        click.option(
             "--dry-run",
             is_flag=True,
             help="Print a unified diff of what would change; write nothing.",
@@ -168,13 +192,32 @@ def once(**options: Any) -> None:
     help="Seconds between cycles (±10% jitter).",
     **_env("INTERVAL"),
 )
+@click.option(
+    "--metrics-address",
+    metavar="HOST:PORT",
+    help="Serve /healthz, /readyz and /metrics (Prometheus) here; off by default.",
+    **_env("METRICS_ADDRESS"),
+)
 def run(**options: Any) -> None:
     """Sync every --interval seconds until SIGTERM/SIGINT; SIGHUP syncs at once.
 
     A failed cycle keeps the last good files and tries again at the next interval."""
     config = _config(options)
     syncer = _build(config)
-    sys.exit(RunLoop(syncer, config.interval).run())
+    server = None
+    if options.get("metrics_address"):
+        assert syncer.metrics is not None
+        try:
+            server = HealthServer(options["metrics_address"], syncer.metrics, lambda: 3 * config.interval + 1)
+        except (ValueError, OSError) as exc:
+            raise click.UsageError(f"--metrics-address {options['metrics_address']}: {exc}") from exc
+        server.start()
+    try:
+        code = RunLoop(syncer, config.interval).run()
+    finally:
+        if server is not None:
+            server.stop()
+    sys.exit(code)
 
 
 @main.group()
@@ -289,6 +332,9 @@ def _config(options: dict[str, Any]) -> Config:
             allow_external_name=bool(options.get("allow_external_name")),
             publish_addresses=tuple(options.get("publish_addresses") or ()),
             publish_service=options.get("publish_service"),
+            max_removal_ratio=float(options.get("max_removal_ratio", 0.5)),
+            removal_confirmations=int(options.get("removal_confirmations", 3)),
+            allow_mass_removal=bool(options.get("allow_mass_removal")),
             dry_run=bool(options.get("dry_run")),
             interval=float(options.get("interval") or 10.0),
             log_level=options["log_level"],
@@ -331,7 +377,17 @@ def _build(config: Config) -> Syncer:
     )
     if publisher is not None:
         log.info("publishing %s as the address of the Ingresses served", publisher.target.describe())
-    return Syncer(source, renderer, writer, options, dry_run=config.dry_run, publisher=publisher)
+    guard = RemovalGuard(config.max_removal_ratio, config.removal_confirmations, config.allow_mass_removal)
+    return Syncer(
+        source,
+        renderer,
+        writer,
+        options,
+        dry_run=config.dry_run,
+        publisher=publisher,
+        guard=guard,
+        metrics=Metrics(),
+    )
 
 
 def _source(config: Config) -> tuple[Source, KubeClient | None]:

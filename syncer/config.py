@@ -26,6 +26,9 @@ class Config:
     allow_external_name: bool = False
     publish_addresses: tuple[str, ...] = ()
     publish_service: str | None = None
+    max_removal_ratio: float = 0.5
+    removal_confirmations: int = 3
+    allow_mass_removal: bool = False
     dry_run: bool = False
     interval: float = 10.0
     log_level: str = "info"

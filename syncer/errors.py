@@ -60,5 +60,9 @@ class RenderError(SyncerError):
     """A renderer could not turn the model into files; nothing is written this cycle."""
 
 
+class RemovalHeld(SyncerError):
+    """The mass-removal guard held the new model back; the last written files stay until it is confirmed."""
+
+
 class WriteError(SyncerError):
     """The output folder could not be written; the files from the last good cycle stay in place."""

@@ -2,25 +2,28 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import random
 import signal
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from types import FrameType
-from typing import TextIO
+from typing import Any, TextIO
 
-from syncer.errors import RenderError, SyncerError
+from syncer.errors import KubeError, RemovalHeld, RenderError, SourceError, SyncerError, WriteError
+from syncer.guard import RemovalGuard
+from syncer.metrics import Metrics
 from syncer.model import Problem, RoutingModel, SourceRef
 from syncer.plugins import Renderer
 from syncer.snapshot import Snapshot, diff
 from syncer.source import Source
 from syncer.status import StatusPublisher
-from syncer.translate import TranslateOptions, translate
+from syncer.translate import TranslateOptions, Translation, translate
 from syncer.writer import FileWriter, WriteResult
 
 log = logging.getLogger("syncer.loop")
@@ -46,6 +49,8 @@ class Syncer:
         dry_run: bool = False,
         preview_out: TextIO | None = None,
         publisher: StatusPublisher | None = None,
+        guard: RemovalGuard | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.source = source
         self.renderer = renderer
@@ -54,12 +59,25 @@ class Syncer:
         self.dry_run = dry_run
         self.preview_out = preview_out or sys.stdout
         self.publisher = publisher
+        self.guard = guard
+        self.metrics = metrics
         self.last_snapshot: Snapshot | None = None
         self.last_served: tuple[SourceRef, ...] = ()
         self.reported_problems: set[str] = set()
 
     def cycle(self) -> CycleResult:
         started = time.monotonic()
+        try:
+            result = self._cycle(started)
+        except SyncerError as exc:
+            if self.metrics is not None:
+                self.metrics.cycle_failed(_failure_reason(exc), time.monotonic() - started)
+            raise
+        if self.metrics is not None:
+            self.metrics.cycle_succeeded(result.seconds)
+        return result
+
+    def _cycle(self, started: float) -> CycleResult:
         snapshot = self.source.fetch()
         changes = diff(self.last_snapshot, snapshot)
         log.info("cycle: %s", changes.summary())
@@ -71,13 +89,20 @@ class Syncer:
         translation = translate(snapshot, self.translate_options, now)
         self._report_problems(translation.problems)
         files = self._render(translation.model)
+        self._observe(snapshot, translation)
         if self.dry_run:
             preview = self.writer.preview(files)
             self.preview_out.write(preview or "# no changes\n")
             self.preview_out.flush()
             result = None
         else:
-            result = self._write(files)
+            meta = self._check_removal(translation.model, files)
+            result = self._write(files, meta)
+            if self.metrics is not None:
+                self.metrics.files_written.inc(len(result.written))
+                self.metrics.files_removed.inc(len(result.removed))
+                self.metrics.files_ever_written = True
+                self.metrics.removal_held.set(0)
             log.info(
                 "wrote %d file(s), %d unchanged, %d removed in %s (%d routes, %d backends, %d problems; cycle %.3fs)",
                 len(result.written),
@@ -98,9 +123,57 @@ class Syncer:
     def _publish(self, snapshot: Snapshot) -> None:
         """Status write-back after a good cycle; it logs its own failures and never fails the cycle."""
         if self.publisher is not None:
-            self.publisher.publish(snapshot, self.last_served)
+            outcome = self.publisher.publish(snapshot, self.last_served)
+            if self.metrics is not None and outcome is not None:
+                for name in ("written", "cleared", "failed"):
+                    self.metrics.status_writes.labels(name).inc(getattr(outcome, name, 0))
 
-    def _write(self, files: dict[str, bytes]) -> WriteResult:
+    def _check_removal(self, model: RoutingModel, files: Mapping[str, bytes]) -> dict[str, Any]:
+        """The writer's memory for the next cycle; RemovalHeld when the guard holds this model back."""
+        meta = self.writer.meta()
+        routes = model.route_count()
+        if self.guard is None:
+            return {"routes": routes}
+        previous = meta.get("routes")
+        digest = hashlib.sha256()
+        for name, content in files.items():
+            digest.update(name.encode() + b"\0" + hashlib.sha256(content).digest())
+        decision = self.guard.decide(
+            previous if isinstance(previous, int) else None, routes, digest.hexdigest(), meta.get("pending_removal")
+        )
+        if not decision.write:
+            self.writer.save_meta({**meta, "pending_removal": decision.pending})
+            # The next cycle must judge again even if its input equals the last good snapshot: that is how
+            # a glitch that is over clears the count.
+            self.last_snapshot = None
+            if self.metrics is not None:
+                self.metrics.removal_held.set(1)
+                self.metrics.removal_held_cycles.inc()
+            raise RemovalHeld(f"mass-removal guard: {decision.message}")
+        if decision.message:
+            log.warning("mass-removal guard: %s", decision.message)
+        return {"routes": routes}
+
+    def _observe(self, snapshot: Snapshot, translation: Translation) -> None:
+        if self.metrics is None:
+            return
+        kinds: dict[str, int] = {}
+        for key in snapshot.objects:
+            kinds[key.kind] = kinds.get(key.kind, 0) + 1
+        for kind in ("IngressClass", "Ingress", "Service", "EndpointSlice", "Secret"):
+            self.metrics.objects.labels(kind).set(kinds.get(kind, 0))
+        problems: dict[str, int] = {}
+        for problem in translation.problems:
+            problems[problem.source.kind] = problems.get(problem.source.kind, 0) + 1
+        for kind in ("IngressClass", "Ingress", "Service", "Secret"):
+            self.metrics.problems.labels(kind).set(problems.get(kind, 0))
+        model = translation.model
+        self.metrics.rendered.labels("routes").set(model.route_count())
+        self.metrics.rendered.labels("backends").set(len(model.backends))
+        self.metrics.rendered.labels("endpoints").set(sum(len(b.endpoints) for b in model.backends))
+        self.metrics.rendered.labels("certificates").set(len(model.certificates))
+
+    def _write(self, files: dict[str, bytes], meta: Mapping[str, Any] | None = None) -> WriteResult:
         """The renderer's intermediate steps first (if it has any), then the files themselves."""
         transition = getattr(self.renderer, "transition", None)
         steps: list[dict[str, bytes]] = []
@@ -115,7 +188,7 @@ class Syncer:
         for step in steps:
             written.extend(self.writer.write(step, prune=False).written)
         prune_delay = getattr(self.renderer, "prune_delay", None)
-        final = self.writer.write(files, prune_delay=prune_delay if callable(prune_delay) else 0.0)
+        final = self.writer.write(files, prune_delay=prune_delay if callable(prune_delay) else 0.0, meta=meta)
         written = list(dict.fromkeys([*written, *final.written]))
         unchanged = tuple(name for name in final.unchanged if name not in written)
         return WriteResult(tuple(written), unchanged, final.removed)
@@ -142,6 +215,19 @@ class Syncer:
         except Exception as exc:  # a third-party renderer may fail in any way; nothing gets written
             raise RenderError(f"renderer {self.renderer.name!r} failed: {type(exc).__name__}: {exc}") from exc
         return files
+
+
+def _failure_reason(exc: SyncerError) -> str:
+    """A small, fixed set of metric labels: what stage failed."""
+    if isinstance(exc, (SourceError, KubeError)):
+        return "source"
+    if isinstance(exc, RenderError):
+        return "render"
+    if isinstance(exc, RemovalHeld):
+        return "removal_guard"
+    if isinstance(exc, WriteError):
+        return "write"
+    return "other"
 
 
 class _StopRequested(BaseException):

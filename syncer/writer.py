@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 from syncer.errors import WriteError
 
@@ -82,16 +83,35 @@ class FileWriter:
         if not os.access(self.output_dir, os.W_OK | os.X_OK):
             raise WriteError(f"output folder {self.output_dir} is not writable by this user")
 
-    def _manifest(self) -> tuple[list[str], dict[str, float]]:
-        """(files in use, files no longer produced -> since when), as the last write left them."""
+    def meta(self) -> dict[str, Any]:
+        """What the caller stored with the last write (the removal guard's memory), {} when nothing."""
+        data = self._manifest_data()
+        meta = data.get("meta")
+        return dict(meta) if isinstance(meta, dict) else {}
+
+    def save_meta(self, meta: Mapping[str, Any]) -> None:
+        """Stores `meta` in the manifest without touching any other file."""
+        self.check()
+        live, pending = self._manifest()
+        try:
+            self._write_manifest(live, pending, meta)
+        except OSError as exc:
+            raise WriteError(_describe_os_error(exc, self.output_dir)) from exc
+
+    def _manifest_data(self) -> dict[str, Any]:
         try:
             data = json.loads((self.output_dir / MANIFEST_NAME).read_text(encoding="utf-8"))
         except FileNotFoundError:
-            return [], {}
+            return {}
         except (OSError, ValueError) as exc:
             raise WriteError(f"manifest {self.output_dir / MANIFEST_NAME} is unreadable: {exc}") from exc
-        files = data.get("files") if isinstance(data, dict) else None
-        stale = data.get("stale") if isinstance(data, dict) else None
+        return data if isinstance(data, dict) else {}
+
+    def _manifest(self) -> tuple[list[str], dict[str, float]]:
+        """(files in use, files no longer produced -> since when), as the last write left them."""
+        data = self._manifest_data()
+        files = data.get("files")
+        stale = data.get("stale")
         live = [f for f in files if isinstance(f, str)] if isinstance(files, list) else []
         pending = (
             {k: float(v) for k, v in stale.items() if isinstance(v, (int, float)) and k not in live}
@@ -110,7 +130,12 @@ class FileWriter:
         return _read_or_none(self.output_dir / name) if name in self.owned_files() else None
 
     def write(
-        self, files: Mapping[str, bytes], *, prune: bool = True, prune_delay: float | Callable[[str], float] = 0.0
+        self,
+        files: Mapping[str, bytes],
+        *,
+        prune: bool = True,
+        prune_delay: float | Callable[[str], float] = 0.0,
+        meta: Mapping[str, Any] | None = None,
     ) -> WriteResult:
         """Writes in the mapping's order (renderers put referenced files first), then prunes stale ones.
 
@@ -122,6 +147,8 @@ class FileWriter:
         for name in files:
             check_relative_path(name)
         live, pending = self._manifest()
+        old_meta = self.meta()
+        new_meta = dict(meta) if meta is not None else old_meta
         now = self._clock()
         stale = {name: pending.get(name, now) for name in set(live) | set(pending) if name not in files}
         delay = prune_delay if callable(prune_delay) else (lambda name: float(prune_delay))
@@ -129,7 +156,7 @@ class FileWriter:
         try:
             if set(files) - set(live) - set(pending):
                 # Claim new files before creating them, so a crash never leaves a file nobody owns.
-                self._write_manifest(sorted(set(live) | set(files)), pending)
+                self._write_manifest(sorted(set(live) | set(files)), pending, old_meta)
             written, unchanged = [], []
             for name, content in files.items():
                 if self._replace_if_changed(self.output_dir / name, content):
@@ -140,8 +167,8 @@ class FileWriter:
             for name in due:
                 (self.output_dir / name).unlink(missing_ok=True)
             kept = {name: since for name, since in stale.items() if name not in due}
-            if (sorted(files), kept) != (sorted(live), pending):
-                self._write_manifest(sorted(files), kept)
+            if (sorted(files), kept, new_meta) != (sorted(live), pending, old_meta):
+                self._write_manifest(sorted(files), kept, new_meta)
         except OSError as exc:
             raise WriteError(_describe_os_error(exc, self.output_dir)) from exc
         return WriteResult(tuple(written), tuple(unchanged), tuple(due))
@@ -181,8 +208,13 @@ class FileWriter:
         atomic_write(target, content, mode, self.staging_dir)
         return True
 
-    def _write_manifest(self, names: list[str], stale: Mapping[str, float]) -> None:
-        manifest = {"files": names, "stale": dict(sorted(stale.items())), "writer": "ingress-syncer"}
+    def _write_manifest(self, names: list[str], stale: Mapping[str, float], meta: Mapping[str, Any]) -> None:
+        manifest = {
+            "files": names,
+            "stale": dict(sorted(stale.items())),
+            "meta": dict(meta),
+            "writer": "ingress-syncer",
+        }
         body = json.dumps(manifest, indent=1, sort_keys=True).encode() + b"\n"
         atomic_write(self.output_dir / MANIFEST_NAME, body, 0o644, self.staging_dir)
 
