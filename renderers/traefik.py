@@ -3,8 +3,13 @@
 Layout: one file, `ingress-syncer.yaml`. Traefik rebuilds everything on every event whatever the
 layout, one bad file freezes the whole provider, and references across files can dangle for a moment
 while files are replaced one by one; a single file is replaced in one atomic rename, so Traefik only
-ever sees complete, self-consistent revisions. Certificates are inline PEM in that file, which makes
-it a key file (mode 0600): a renewed Secret reaches Traefik with the next rewrite, no restart needed.
+ever sees complete, self-consistent revisions.
+
+Certificates and keys are files of their own in `certs/` (the writer keeps key files 0600 in a 0700
+folder, and the main file stays free of key material). Their names carry a hash of their content, so a
+renewed Secret is a new name in the main file: the rename of the main file is what makes Traefik load it,
+no restart needed. Traefik does not watch subfolders, and the files are written before the main file.
+Their paths are absolute as Traefik sees the folder: `traefik.config-dir` (default: the output folder).
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from typing import Any, ClassVar
 import yaml
 
 from renderers.options import check_known_options, parse_bool
-from syncer.errors import RenderError
+from syncer.errors import ConfigError, RenderError
 from syncer.model import PathMatch, Route, RoutingModel, VirtualHost
 
 CONFIG_FILE = "ingress-syncer.yaml"
@@ -80,10 +85,12 @@ class TraefikRenderer:
         "entrypoint-http": "web",
         "entrypoint-https": "websecure",
         "redirect-https": "false",
+        "config-dir": "",
     }
 
     def __init__(self, options: Mapping[str, str], output_dir: str = "") -> None:
         merged = check_known_options(self.name, options, self.DEFAULTS)
+        self.config_dir = (merged["config-dir"] or output_dir).rstrip("/")
         self.http_entrypoint = merged["entrypoint-http"]
         self.https_entrypoint = merged["entrypoint-https"]
         self.redirect_https = parse_bool(self.name, "redirect-https", merged["redirect-https"])
@@ -111,13 +118,19 @@ class TraefikRenderer:
         if middlewares:
             http["middlewares"] = middlewares
         config: dict[str, Any] = {"http": http}
+        files: dict[str, bytes] = {}
         if model.certificates:
-            config["tls"] = {
-                "certificates": [
-                    {"certFile": c.cert_pem.decode("ascii"), "keyFile": c.key_pem.decode("ascii")}
-                    for c in model.certificates
-                ]
-            }
+            if not self.config_dir.startswith("/"):
+                raise ConfigError("traefik.config-dir must be an absolute path (the output folder as Traefik sees it)")
+            entries = []
+            for cert in model.certificates:
+                tag = hashlib.sha256(cert.cert_pem + cert.key_pem).hexdigest()[:12]
+                stem = f"certs/{traefik_name(cert.name)}-{tag}"
+                files[f"{stem}.crt"], files[f"{stem}.key"] = cert.cert_pem, cert.key_pem
+                entries.append(
+                    {"certFile": f"{self.config_dir}/{stem}.crt", "keyFile": f"{self.config_dir}/{stem}.key"}
+                )
+            config["tls"] = {"certificates": entries}
         body = self._dump(config)
         # The generation marker names this exact revision, so anyone can check through Traefik's API that it is live.
         generation = hashlib.sha256(body).hexdigest()[:16]
@@ -127,7 +140,8 @@ class TraefikRenderer:
             "priority": 2,
             "service": "noop@internal",
         }
-        return {CONFIG_FILE: self._dump(config)}
+        files[CONFIG_FILE] = self._dump(config)  # last: it names the certificate files
+        return files
 
     def _add_vhost(
         self,

@@ -52,6 +52,17 @@ class KubeRequestError(KubeError):
     """Any other refused request (400, 405, 409, 422, ...): retrying will not help."""
 
 
+class KubeConflict(KubeRequestError):
+    """409 on a create or update: `reason` is "AlreadyExists" (create) or "Conflict" (stale resourceVersion).
+
+    Someone else wrote the object first; read it again before deciding anything.
+    """
+
+    def __init__(self, message: str, *, resource: str = "", reason: str = "", status: int | None = 409) -> None:
+        super().__init__(message, resource=resource, status=status)
+        self.reason = reason
+
+
 class SourceError(SyncerError):
     """A snapshot could not be taken: one of the lists failed or a manifest file is unreadable."""
 

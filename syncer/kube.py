@@ -1,4 +1,5 @@
-"""The Kubernetes API client: retried LISTs, Ingress status PATCHes. Network I/O; the only module importing requests.
+"""The Kubernetes API client: retried LISTs, Ingress status PATCHes, Lease reads and writes. Network I/O; the only
+module importing requests.
 
 Everything `requests`/`urllib3` can raise is turned into the KubeError tree here (kopf's rule: the HTTP
 library stays behind one module). Error messages and log lines name the resource, the URL path and the
@@ -38,6 +39,7 @@ from syncer import __version__
 from syncer.errors import (
     ConfigError,
     KubeBadResponse,
+    KubeConflict,
     KubeError,
     KubeExpired,
     KubeForbidden,
@@ -47,7 +49,7 @@ from syncer.errors import (
     KubeUnavailable,
 )
 from syncer.kubeconfig import ClusterConfig, Credential
-from syncer.resources import INGRESS, ResourceKind, resolve_kind
+from syncer.resources import INGRESS, LEASE, ResourceKind, resolve_kind
 
 log = logging.getLogger("syncer.kube")
 
@@ -56,7 +58,8 @@ _ListKey = tuple[str, str, str | None, str, str]  # (group, plural, namespace, l
 
 MERGE_PATCH = "application/merge-patch+json"  # the API server answers 415 to a plain application/json PATCH
 INGRESS_STATUS_RESOURCE = "ingresses/status"  # how an RBAC rule names the subresource (group networking.k8s.io)
-_PATCH_MAX_WAIT = 1.0  # seconds between status PATCH attempts, Retry-After included: a cycle must not wait long
+_PATCH_MAX_WAIT = 1.0  # seconds between status PATCH / Lease attempts, Retry-After included: nothing may wait long
+JSON = "application/json"
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,7 +82,7 @@ class _Reply:
 class _Call:
     """What a request does, for errors and log lines: verb, the resource an RBAC rule names, the target."""
 
-    verb: str  # "list", "patch"
+    verb: str  # "list", "patch", "get", "create", "update"
     resource: str  # KubeError.resource: `ingresses.networking.k8s.io`, `ingresses/status`
     target: str  # what messages name: `ingresses.networking.k8s.io`, `the status of Ingress default/web`
 
@@ -89,7 +92,8 @@ class _Call:
 
     @property
     def doing(self) -> str:
-        return f"{self.verb}ing {self.target}"
+        stem = "gett" if self.verb == "get" else self.verb.removesuffix("e")  # getting, creating, updating
+        return f"{stem}ing {self.target}"
 
 
 class _Transient(Exception):
@@ -249,7 +253,10 @@ def _is_certificate_error(exc: BaseException) -> bool:
 
 
 class KubeClient:
-    """LISTs watched resources from one API server and PATCHes Ingress status. Not thread-safe: one per thread."""
+    """LISTs watched resources from one API server, PATCHes Ingress status, reads and writes Leases.
+
+    Not thread-safe: one per thread (the leader elector's thread gets its own, see `cluster`).
+    """
 
     def __init__(
         self,
@@ -259,7 +266,7 @@ class KubeClient:
         connect_timeout: float = 5.0,
         read_timeout: float = 30.0,
         max_attempts: int = 5,
-        patch_attempts: int = 2,
+        patch_attempts: int = 2,  # for every single-object call: status PATCH, Lease get/create/update
         max_backoff: float = 30.0,
         backoff_base: float = 0.5,
         retry_after_cap: float = 32.0,
@@ -611,18 +618,22 @@ class KubeClient:
         patch = {"status": {"loadBalancer": {"ingress": load_balancer_ingress}}}
         body = json.dumps(patch, sort_keys=True, separators=(",", ":")).encode()
         refreshed = [False]
-        retrying = self._retrying(
+        retrying = self._short_retrying(call, path)
+        started = time.monotonic()
+        try:
+            retrying(self._patch_once, call, path, namespace, name, body, refreshed)
+        except _Transient as exc:
+            raise self._give_up(call, path, exc, retrying, started) from None
+
+    def _short_retrying(self, call: _Call, path: str) -> Retrying:
+        """Retries of a single-object call: `patch_attempts` tries, never more than _PATCH_MAX_WAIT apart."""
+        return self._retrying(
             call,
             path,
             self._patch_attempts,
             min(self._retry_after_cap, _PATCH_MAX_WAIT),
             min(self._max_backoff, _PATCH_MAX_WAIT),
         )
-        started = time.monotonic()
-        try:
-            retrying(self._patch_once, call, path, namespace, name, body, refreshed)
-        except _Transient as exc:
-            raise self._give_up(call, path, exc, retrying, started) from None
 
     def _patch_once(
         self, call: _Call, path: str, namespace: str, name: str, body: bytes, refreshed: list[bool]
@@ -657,6 +668,112 @@ class KubeClient:
             resource=call.resource,
             status=status,
         )
+
+    # --- Leases (leader election) ----------------------------------------------------------------
+    def get_lease(self, namespace: str, name: str) -> Obj | None:
+        """The Lease `namespace/name`, or None when there is none (404). Needs verb "get" on leases.
+
+        Like every Lease call: retried briefly (`patch_attempts`, waits capped at 1 s), since an elector
+        that waits long misses its renew deadline anyway. Raises KubeForbidden, KubeUnavailable, ...
+        """
+        call = _Call("get", LEASE.rbac_resource, f"Lease {namespace}/{name}")
+        return self._lease_call(call, "GET", LEASE.object_path(namespace, name), namespace, None)
+
+    def create_lease(self, namespace: str, body: Obj) -> Obj:
+        """POSTs a new Lease (`body` names it) and returns it as stored, with its resourceVersion.
+
+        Needs verb "create" on leases. A Lease of that name already there is a KubeConflict (reason
+        AlreadyExists): another candidate created it first.
+        """
+        name = str((body.get("metadata") or {}).get("name", ""))
+        call = _Call("create", LEASE.rbac_resource, f"Lease {namespace}/{name}")
+        lease = self._lease_call(call, "POST", LEASE.list_path(namespace), namespace, body)
+        assert lease is not None  # only a GET answers None
+        return lease
+
+    def update_lease(self, namespace: str, name: str, body: Obj) -> Obj:
+        """PUTs the whole Lease; `body` must carry the metadata.resourceVersion it was read at.
+
+        Needs verb "update" on leases. A Lease written since that version is a KubeConflict (reason
+        Conflict): someone else wrote it first, read it again. Returns the Lease as stored.
+        """
+        call = _Call("update", LEASE.rbac_resource, f"Lease {namespace}/{name}")
+        lease = self._lease_call(call, "PUT", LEASE.object_path(namespace, name), namespace, body)
+        assert lease is not None  # only a GET answers None
+        return lease
+
+    def _lease_call(self, call: _Call, method: str, path: str, namespace: str, body: Obj | None) -> Obj | None:
+        data = None if body is None else json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+        refreshed = [False]
+        retrying = self._short_retrying(call, path)
+        started = time.monotonic()
+        try:
+            result: Obj | None = retrying(self._object_once, call, LEASE, method, path, namespace, data, refreshed)
+        except _Transient as exc:
+            raise self._give_up(call, path, exc, retrying, started) from None
+        return result
+
+    def _object_once(
+        self,
+        call: _Call,
+        kind: ResourceKind,
+        method: str,
+        path: str,
+        namespace: str,
+        body: bytes | None,
+        refreshed: list[bool],
+    ) -> Obj | None:
+        """One GET/POST/PUT of a single object: the object answered, or None for a GET's 404."""
+        content_type = JSON if body is not None else None
+        reply = self._send_authorized(call, method, path, refreshed, body=body, content_type=content_type)
+        if 200 <= reply.status < 300:
+            return self._parse_object(reply, kind)
+        message, reason, details = _status_of(reply)
+        message = self._scrub(message)
+        server_said = f"; server said: {message}" if message else ""
+        status = reply.status
+        if status == 401:
+            raise self._unauthorized(call, status, server_said)
+        if status == 403:
+            group = f'API group "{kind.group}"' if kind.group else 'the core API group ("")'
+            raise KubeForbidden(
+                f'forbidden: cannot {call.action}: grant verb "{call.verb}" on resource "{kind.plural}" in '
+                f'{group} (namespace "{namespace}"){server_said}',
+                resource=call.resource,
+                verb=call.verb,
+                status=status,
+            )
+        if status == 404:
+            if method == "GET":
+                return None
+            raise KubeNotFound(f"not found: cannot {call.action}{server_said}", resource=call.resource, status=status)
+        if status == 409:
+            raise KubeConflict(
+                f"conflict: cannot {call.action}: HTTP 409 {reason}".rstrip() + server_said,
+                resource=call.resource,
+                reason=reason,
+                status=status,
+            )
+        if status == 429 or status >= 500:
+            raise _transient(reply, message, reason, details)
+        raise KubeRequestError(
+            f"{call.action} refused: HTTP {status} {reason}".rstrip() + server_said,
+            resource=call.resource,
+            status=status,
+        )
+
+    def _parse_object(self, reply: _Reply, kind: ResourceKind) -> Obj:
+        try:
+            body = json.loads(reply.body)
+        except ValueError:
+            ctype = reply.headers.get("Content-Type", "?")
+            raise _Transient(
+                f"response is not JSON (Content-Type {ctype}, {len(reply.body)} bytes)", bad_body=True
+            ) from None
+        meta = body.get("metadata") if isinstance(body, dict) else None
+        if not isinstance(meta, dict) or not isinstance(meta.get("resourceVersion", ""), str):
+            raise _Transient(f"response is JSON but not a {kind.kind} (no metadata)", bad_body=True)
+        return dict(body)
 
     # --- LIST ------------------------------------------------------------------------------------
     def list(
@@ -753,6 +870,11 @@ class KubeClient:
         )
 
     # --- lifecycle -------------------------------------------------------------------------------
+    @property
+    def cluster(self) -> ClusterConfig:
+        """The cluster this client talks to: a second KubeClient for another thread is built from it."""
+        return self._cluster
+
     def close(self) -> None:
         self._session.close()
 

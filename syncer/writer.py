@@ -198,15 +198,21 @@ class FileWriter:
 
     def _replace_if_changed(self, target: Path, content: bytes) -> bool:
         mode = file_mode(content)
+        self._ensure_folder(target.parent, private=mode == 0o600)
         try:
             current = target.stat()
             if current.st_size == len(content) and (current.st_mode & 0o777) == mode and target.read_bytes() == content:
                 return False
         except FileNotFoundError:
             pass
-        target.parent.mkdir(parents=True, exist_ok=True)
         atomic_write(target, content, mode, self.staging_dir)
         return True
+
+    def _ensure_folder(self, folder: Path, private: bool) -> None:
+        """Subfolders are ours: one that holds a private key is 0700. The output folder itself is the user's."""
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700 if private else 0o755)
+        if private and folder != self.output_dir and (folder.stat().st_mode & 0o077):
+            folder.chmod(0o700)
 
     def _write_manifest(self, names: list[str], stale: Mapping[str, float], meta: Mapping[str, Any]) -> None:
         manifest = {

@@ -91,7 +91,7 @@ def test_broken_manifest_fails_the_cycle_and_keeps_files(source: Path, out: Path
     ("args", "message"),
     [
         (["--renderer", "nginx"], "unknown renderer 'nginx'; available: envoy, traefik"),
-        (["--renderer-opt", "traefik.colour=blue"], "valid options: traefik.entrypoint-http"),
+        (["--renderer-opt", "traefik.colour=blue"], "valid options: traefik.config-dir, traefik.entrypoint-http"),
         (["--renderer-opt", "nonsense"], "RENDERER.KEY=VALUE"),
         (["--log-format", "xml"], "xml"),
         (["--renderer-opt", "envoy.http-port=1"], "for renderer 'envoy'"),

@@ -66,9 +66,13 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
 def test_syncer_once_output(demo: Demo) -> None:
     source = DEMO_SOURCE.relative_to(REPO_ROOT)
     print(f"\n`syncer once` on {source} (cold, subprocess incl. interpreter start): {demo.cli_seconds:.3f} s")
-    assert sorted(os.listdir(demo.output_dir)) == [MANIFEST_FILE, CONFIG_FILE]
-    # The config inlines the demo's private key: owner-only.
-    assert (demo.output_dir / CONFIG_FILE).stat().st_mode & 0o777 == 0o600
+    assert sorted(os.listdir(demo.output_dir)) == [MANIFEST_FILE, "certs", CONFIG_FILE]
+    # The demo's certificate and key are files of their own; the key is owner-only, in an owner-only folder.
+    certs = sorted(os.listdir(demo.output_dir / "certs"))
+    assert [name.rsplit(".", 1)[1] for name in certs] == ["crt", "key"]
+    assert (demo.output_dir / "certs").stat().st_mode & 0o777 == 0o700
+    assert (demo.output_dir / "certs" / certs[1]).stat().st_mode & 0o777 == 0o600
+    assert b"PRIVATE KEY" not in (demo.output_dir / CONFIG_FILE).read_bytes()
 
 
 HTTP_CASES = [

@@ -205,8 +205,9 @@ def new_entries(before: list[dict[str, Any]], after: list[dict[str, Any]]) -> li
 def test_case_routes_through_traefik(rig: Rig, name: str) -> None:
     case = CASES / name
     model = on_loopback(translate_case(case), rig.echoes)
-    files = TraefikRenderer({}).render(model)
-    assert list(files) == [CONFIG_FILE]
+    files = TraefikRenderer({}, output_dir=str(rig.dynamic_dir.resolve())).render(model)
+    assert list(files)[-1] == CONFIG_FILE  # certificate files, if any, come first
+    assert all(name.startswith("certs/") for name in list(files)[:-1])
     text = files[CONFIG_FILE].decode()
     config = yaml.safe_load(text)
 

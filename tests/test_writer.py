@@ -235,3 +235,13 @@ def test_an_intermediate_write_prunes_nothing(tmp_path: Path) -> None:
     assert (tmp_path / "b.json").exists() and writer.read("b.json") == b"2"
     assert writer.write({"a.json": b"1"}).removed == ("b.json",)
     assert writer.read("b.json") is None
+
+
+def test_key_files_live_in_an_owner_only_folder(tmp_path: Path) -> None:
+    writer = FileWriter(tmp_path)
+    (tmp_path / "certs").mkdir(mode=0o755)
+    (tmp_path / "certs").chmod(0o755)
+    writer.write({"certs/a.key": KEY_PEM, "certs/a.crt": b"-----BEGIN CERTIFICATE-----\n", "eds/x.json": b"{}"})
+    assert mode_of(tmp_path / "certs") == 0o700
+    assert mode_of(tmp_path / "certs/a.key") == 0o600
+    assert mode_of(tmp_path / "eds") == 0o755
