@@ -93,7 +93,11 @@ class Live:
     port: int  # every echo server's port
 
     def syncer(self, options: Mapping[str, str] | None = None) -> Syncer:
-        return Syncer(ApiSource(self.client), TraefikRenderer(dict(options or {}), output_dir=str(self.dynamic_dir.resolve())), FileWriter(self.dynamic_dir))
+        return Syncer(
+            ApiSource(self.client),
+            TraefikRenderer(dict(options or {}), output_dir=str(self.dynamic_dir.resolve())),
+            FileWriter(self.dynamic_dir),
+        )
 
     def sync(self, syncer: Syncer) -> None:
         """One cycle, then waits until Traefik serves exactly the revision it wrote."""
