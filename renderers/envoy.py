@@ -171,13 +171,9 @@ class EnvoyRenderer:
             validate_with_envoy(self.validate_binary, files)
 
     def _config_source(self, relative: str) -> dict[str, Any]:
-        path = f"{self.xds_dir}/{relative}"
-        # watched_directory: a rename into the folder reloads the file even when the folder is a mount.
-        directory = path.rsplit("/", 1)[0]
-        return {
-            "resource_api_version": "V3",
-            "path_config_source": {"path": path, "watched_directory": {"path": directory}},
-        }
+        # No watched_directory here: a rename onto the path itself reloads it, and with a watched folder every
+        # rename into eds/ would make all 10,000 EDS subscriptions re-read their files.
+        return {"resource_api_version": "V3", "path_config_source": {"path": f"{self.xds_dir}/{relative}"}}
 
     # --- resources -----------------------------------------------------------------------------------
     @staticmethod

@@ -16,7 +16,9 @@ from typing import Any
 
 from syncer.errors import WriteError
 
-MANIFEST_NAME = ".ingress-syncer-manifest.json"
+# In a hidden subfolder: a proxy that watches the output folder (Envoy's watched_directory, Traefik's
+# file provider) reacts to every rename into it, and the manifest changes more often than the config.
+MANIFEST_NAME = ".ingress-syncer/manifest.json"
 TEMP_SUFFIX = ".tmp"  # neither Traefik (*.yaml, *.yml, *.toml) nor Envoy (watched names only) loads these
 _PRIVATE_KEY_MARK = b"PRIVATE KEY-----"
 _PEM_KEY_BLOCK = re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----.*?-----END [A-Z ]*PRIVATE KEY-----", re.S)
@@ -44,7 +46,7 @@ def redact(text: str) -> str:
 
 def check_relative_path(name: str) -> None:
     parts = PurePosixPath(name).parts
-    if not name or name.startswith("/") or ".." in parts or name == MANIFEST_NAME or "\\" in name:
+    if not name or name.startswith("/") or ".." in parts or parts[:1] == (".ingress-syncer",) or "\\" in name:
         raise WriteError(f"renderer produced an unsafe file name {name!r}")
 
 
@@ -222,6 +224,7 @@ class FileWriter:
             "writer": "ingress-syncer",
         }
         body = json.dumps(manifest, indent=1, sort_keys=True).encode() + b"\n"
+        (self.output_dir / MANIFEST_NAME).parent.mkdir(exist_ok=True)
         atomic_write(self.output_dir / MANIFEST_NAME, body, 0o644, self.staging_dir)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 
 import pytest
@@ -35,3 +36,38 @@ def fake_api_tls() -> Iterator[FakeKubeAPI]:
     """HTTPS with a trustme CA (`api.ca_pem`), certificate for 127.0.0.1/localhost, token auth with TEST_TOKEN."""
     with FakeKubeAPI(tls=True, tokens=[TEST_TOKEN]) as api:
         yield api
+
+
+class _SecretsWatch(logging.Handler):
+    """Collects every log line of the `syncer` loggers at DEBUG, to prove none carries a secret."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.lines.append(self.format(record))
+        except Exception:  # a record that cannot even be formatted is a bug the test itself reports
+            self.lines.append(f"<unformattable record from {record.name}>")
+
+
+# What must never reach a log line: the test bearer token, key and certificate bodies, auth headers.
+FORBIDDEN_IN_LOGS = (TEST_TOKEN, "PRIVATE KEY-----", "BEGIN CERTIFICATE", "Authorization: Bearer", "Bearer ")
+
+
+@pytest.fixture(autouse=True)
+def no_secrets_in_logs() -> Iterator[None]:
+    """Every test runs with `syncer` logging at DEBUG; afterwards no line may hold a secret."""
+    logger = logging.getLogger("syncer")
+    watch = _SecretsWatch()
+    previous_level = logger.level
+    logger.addHandler(watch)
+    logger.setLevel(logging.DEBUG)
+    try:
+        yield
+    finally:
+        logger.removeHandler(watch)
+        logger.setLevel(previous_level)
+    leaked = [line for line in watch.lines if any(secret in line for secret in FORBIDDEN_IN_LOGS)]
+    assert not leaked, f"secrets in log lines: {leaked[:3]}"

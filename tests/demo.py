@@ -14,7 +14,7 @@ from tests.proxies import EchoServer
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEMO_SOURCE = REPO_ROOT / "fixtures" / "demo"
-MANIFEST_FILE = ".ingress-syncer-manifest.json"
+MANIFEST_FILE = ".ingress-syncer/manifest.json"
 
 # The demo's EndpointSlices: shop/web has two ready endpoints and one that is not ready; shop/api has one.
 DEMO_BACKENDS = (

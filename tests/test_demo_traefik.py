@@ -66,7 +66,7 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
 def test_syncer_once_output(demo: Demo) -> None:
     source = DEMO_SOURCE.relative_to(REPO_ROOT)
     print(f"\n`syncer once` on {source} (cold, subprocess incl. interpreter start): {demo.cli_seconds:.3f} s")
-    assert sorted(os.listdir(demo.output_dir)) == [MANIFEST_FILE, "certs", CONFIG_FILE]
+    assert sorted(os.listdir(demo.output_dir)) == [".ingress-syncer", "certs", CONFIG_FILE]
     # The demo's certificate and key are files of their own; the key is owner-only, in an owner-only folder.
     certs = sorted(os.listdir(demo.output_dir / "certs"))
     assert [name.rsplit(".", 1)[1] for name in certs] == ["crt", "key"]

@@ -76,7 +76,7 @@ def test_no_temp_files_are_left_behind(tmp_path: Path) -> None:
     writer = FileWriter(tmp_path)
     for i in range(5):
         writer.write({"a.yaml": f"n: {i}\n".encode()})
-    assert sorted(p.name for p in tmp_path.iterdir()) == [MANIFEST_NAME, "a.yaml"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".ingress-syncer", "a.yaml"]
 
 
 @pytest.mark.parametrize("name", ["../escape.yaml", "/abs.yaml", "", MANIFEST_NAME, "a/../../b"])
@@ -114,12 +114,12 @@ def test_failed_write_keeps_the_previous_file(tmp_path: Path) -> None:
 def test_preview_shows_a_diff_and_writes_nothing(tmp_path: Path) -> None:
     writer = FileWriter(tmp_path)
     writer.write({"a.yaml": b"a: 1\n", "old.yaml": b"x\n"})
-    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    before = {p.name: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
     text = writer.preview({"a.yaml": b"a: 2\n", "key.yaml": KEY_PEM})
     assert "-a: 1" in text and "+a: 2" in text
     assert "a/old.yaml" in text and "+++ /dev/null" in text
     assert "MIIEvQIBADANBg" not in text and "redacted" in text
-    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+    assert {p.name: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
 
 
 def test_redact_hides_every_private_key_block() -> None:
@@ -189,7 +189,7 @@ def test_without_a_sibling_folder_temp_files_go_in_the_output_folder(tmp_path: P
     writer.write({"a.yaml": b"1\n"})
     writer.write({"a.yaml": b"2\n"})
     assert (tmp_path / "a.yaml").read_bytes() == b"2\n"
-    assert sorted(p.name for p in tmp_path.iterdir()) == [MANIFEST_NAME, "a.yaml"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".ingress-syncer", "a.yaml"]
 
 
 def test_leftover_temp_files_of_a_killed_writer_are_cleaned(tmp_path: Path) -> None:
