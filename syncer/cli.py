@@ -7,7 +7,8 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import click
@@ -17,7 +18,8 @@ from syncer.config import LOG_FORMATS, LOG_LEVELS, Config
 from syncer.errors import ConfigError, SyncerError
 from syncer.guard import RemovalGuard
 from syncer.kube import KubeClient
-from syncer.kubeconfig import load_cluster_config
+from syncer.kubeconfig import in_cluster_namespace, load_cluster_config
+from syncer.leader import LEASE_DURATION, RENEW_DEADLINE, RETRY_PERIOD, LeaderElector
 from syncer.loop import RunLoop, Syncer
 from syncer.metrics import HealthServer, Metrics
 from syncer.plugins import available_renderers, load_renderer, split_renderer_options
@@ -148,6 +150,50 @@ def shared_options(command: Callable[..., Any]) -> Callable[..., Any]:
             **_env("ALLOW_MASS_REMOVAL"),
         ),
         click.option(
+            "--leader-elect",
+            is_flag=True,
+            help="Run several replicas: only the holder of a coordination.k8s.io Lease writes Ingress status.",
+            **_env("LEADER_ELECT"),
+        ),
+        click.option(
+            "--leader-elect-namespace",
+            default=lambda: in_cluster_namespace() or "default",
+            show_default="the pod's namespace, else default",
+            help="Namespace of the Lease.",
+            **_env("LEADER_ELECT_NAMESPACE"),
+        ),
+        click.option(
+            "--leader-elect-name",
+            default="ingress-syncer",
+            show_default=True,
+            help="Name of the Lease; replicas that share it elect one leader.",
+            **_env("LEADER_ELECT_NAME"),
+        ),
+        click.option(
+            "--leader-elect-lease-duration",
+            type=float,
+            default=LEASE_DURATION,
+            show_default=True,
+            help="Seconds a candidate waits, from the last change it saw, before taking over an unrenewed Lease.",
+            **_env("LEADER_ELECT_LEASE_DURATION"),
+        ),
+        click.option(
+            "--leader-elect-renew-deadline",
+            type=float,
+            default=RENEW_DEADLINE,
+            show_default=True,
+            help="Seconds the leader keeps leading without a successful renewal (less than the lease duration).",
+            **_env("LEADER_ELECT_RENEW_DEADLINE"),
+        ),
+        click.option(
+            "--leader-elect-retry-period",
+            type=float,
+            default=RETRY_PERIOD,
+            show_default=True,
+            help="Seconds between tries to acquire or renew the Lease.",
+            **_env("LEADER_ELECT_RETRY_PERIOD"),
+        ),
+        click.option(
             "--dry-run",
             is_flag=True,
             help="Print a unified diff of what would change; write nothing.",
@@ -175,11 +221,12 @@ def once(**options: Any) -> None:
     """Run one sync cycle. Exit 0 on success, 1 when the cycle failed (files untouched), 2 on usage errors."""
     config = _config(options)
     syncer = _build(config)
-    try:
-        syncer.cycle()
-    except SyncerError as exc:
-        log.error("cycle failed, files untouched: %s", exc)
-        sys.exit(1)
+    with _leading(syncer.elector):
+        try:
+            syncer.cycle()
+        except SyncerError as exc:
+            log.error("cycle failed, files untouched: %s", exc)
+            sys.exit(1)
 
 
 @main.command()
@@ -213,7 +260,8 @@ def run(**options: Any) -> None:
             raise click.UsageError(f"--metrics-address {options['metrics_address']}: {exc}") from exc
         server.start()
     try:
-        code = RunLoop(syncer, config.interval).run()
+        with _leading(syncer.elector):
+            code = RunLoop(syncer, config.interval).run()
     finally:
         if server is not None:
             server.stop()
@@ -336,6 +384,12 @@ def _config(options: dict[str, Any]) -> Config:
             removal_confirmations=int(options.get("removal_confirmations", 3)),
             allow_mass_removal=bool(options.get("allow_mass_removal")),
             dry_run=bool(options.get("dry_run")),
+            leader_elect=bool(options.get("leader_elect")),
+            leader_elect_namespace=options.get("leader_elect_namespace") or "default",
+            leader_elect_name=options.get("leader_elect_name") or "ingress-syncer",
+            leader_elect_lease_duration=float(options.get("leader_elect_lease_duration", LEASE_DURATION)),
+            leader_elect_renew_deadline=float(options.get("leader_elect_renew_deadline", RENEW_DEADLINE)),
+            leader_elect_retry_period=float(options.get("leader_elect_retry_period", RETRY_PERIOD)),
             interval=float(options.get("interval") or 10.0),
             log_level=options["log_level"],
             log_format=options["log_format"],
@@ -387,7 +441,37 @@ def _build(config: Config) -> Syncer:
         publisher=publisher,
         guard=guard,
         metrics=Metrics(),
+        elector=_elector(config, client),
     )
+
+
+def _elector(config: Config, client: KubeClient | None) -> LeaderElector | None:
+    """The Lease campaign, with a client of its own (its thread must not share the cycle's) and short timeouts."""
+    if not config.leader_elect or client is None:
+        return None
+    timeout = max(0.5, config.leader_elect_renew_deadline / 4)  # a hung request must not outlast the deadline
+    elector_client = KubeClient(client.cluster, connect_timeout=min(5.0, timeout), read_timeout=min(30.0, timeout))
+    return LeaderElector(
+        elector_client,
+        config.leader_elect_namespace,
+        config.leader_elect_name,
+        lease_duration=config.leader_elect_lease_duration,
+        renew_deadline=config.leader_elect_renew_deadline,
+        retry_period=config.leader_elect_retry_period,
+    )
+
+
+@contextmanager
+def _leading(elector: LeaderElector | None) -> Iterator[None]:
+    """Campaigns for the Lease around the cycles and gives it up on the way out (SIGTERM/SIGINT, exit, error)."""
+    if elector is None:
+        yield
+        return
+    elector.start()
+    try:
+        yield
+    finally:
+        elector.stop(release=True)
 
 
 def _source(config: Config) -> tuple[Source, KubeClient | None]:

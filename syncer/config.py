@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from syncer.errors import ConfigError
+from syncer.leader import LEASE_DURATION, RENEW_DEADLINE, RETRY_PERIOD, check_timing
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("text", "json")
@@ -30,6 +31,12 @@ class Config:
     removal_confirmations: int = 3
     allow_mass_removal: bool = False
     dry_run: bool = False
+    leader_elect: bool = False
+    leader_elect_namespace: str = "default"
+    leader_elect_name: str = "ingress-syncer"
+    leader_elect_lease_duration: float = LEASE_DURATION
+    leader_elect_renew_deadline: float = RENEW_DEADLINE
+    leader_elect_retry_period: float = RETRY_PERIOD
     interval: float = 10.0
     log_level: str = "info"
     log_format: str = "text"
@@ -49,8 +56,24 @@ class Config:
             raise ConfigError(
                 "--publish-address and --publish-service write Ingress status through the API; not with --source"
             )
+        if self.leader_elect:
+            self._check_leader_election()
         unknown = sorted(set(self.renderer_options) - {self.renderer})
         if unknown:
             raise ConfigError(
                 f"--renderer-opt {unknown[0]}.* is for renderer {unknown[0]!r}, but --renderer is {self.renderer!r}"
             )
+
+    def _check_leader_election(self) -> None:
+        if self.source_dir:
+            raise ConfigError("--leader-elect elects a leader through a Lease in the API; not with --source")
+        if not self.leader_elect_namespace or not self.leader_elect_name:
+            raise ConfigError("--leader-elect-namespace and --leader-elect-name must not be empty")
+        try:
+            check_timing(
+                self.leader_elect_lease_duration, self.leader_elect_renew_deadline, self.leader_elect_retry_period
+            )
+        except ValueError as exc:
+            raise ConfigError(
+                f"--leader-elect-lease-duration, --leader-elect-renew-deadline, --leader-elect-retry-period: {exc}"
+            ) from None

@@ -194,6 +194,14 @@ def join_host_port(host: str, port: str) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
+def in_cluster_namespace(root: str = IN_CLUSTER_ROOT) -> str | None:
+    """The pod's namespace from the service-account mount; None outside a pod or when it is unreadable."""
+    try:
+        return (Path(root) / "namespace").read_text(encoding="utf-8").strip() or None
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
 def load_cluster_config(
     kubeconfig: str | None = None,
     context: str | None = None,

@@ -17,6 +17,7 @@ from typing import Any, TextIO
 
 from syncer.errors import KubeError, RemovalHeld, RenderError, SourceError, SyncerError, WriteError
 from syncer.guard import RemovalGuard
+from syncer.leader import LeaderElector
 from syncer.metrics import Metrics
 from syncer.model import Problem, RoutingModel, SourceRef
 from syncer.plugins import Renderer
@@ -51,6 +52,7 @@ class Syncer:
         publisher: StatusPublisher | None = None,
         guard: RemovalGuard | None = None,
         metrics: Metrics | None = None,
+        elector: LeaderElector | None = None,
     ) -> None:
         self.source = source
         self.renderer = renderer
@@ -61,6 +63,7 @@ class Syncer:
         self.publisher = publisher
         self.guard = guard
         self.metrics = metrics
+        self.elector = elector  # with one, only the leader writes Ingress status; every replica writes its files
         self.last_snapshot: Snapshot | None = None
         self.last_served: tuple[SourceRef, ...] = ()
         self.reported_problems: set[str] = set()
@@ -121,8 +124,11 @@ class Syncer:
         return CycleResult(changed_input=True, write=result, seconds=time.monotonic() - started)
 
     def _publish(self, snapshot: Snapshot) -> None:
-        """Status write-back after a good cycle; it logs its own failures and never fails the cycle."""
-        if self.publisher is not None:
+        """Status write-back after a good cycle, by the leader only; it logs its own failures, never fails the cycle."""
+        leading = self.elector is None or self.elector.is_leader()
+        if self.metrics is not None:
+            self.metrics.leader.set(1 if leading else 0)
+        if self.publisher is not None and leading:
             outcome = self.publisher.publish(snapshot, self.last_served)
             if self.metrics is not None and outcome is not None:
                 for name in ("written", "cleared", "failed"):

@@ -2,9 +2,10 @@
 
 It copies the behaviour the client must cope with, not the whole API: one etcd-like revision counter,
 paginated lists that are consistent snapshots, expiring continue tokens, selectors, Status error bodies,
-APF-style plain-text 429s, gzip above a threshold, injectable transport faults, and JSON merge PATCHes of
+APF-style plain-text 429s, gzip above a threshold, injectable transport faults, JSON merge PATCHes of
 the `status` subresource (415 for other content types, 409 on a stale resourceVersion precondition, 422
-for load-balancer entries the real validation rejects).
+for load-balancer entries the real validation rejects), and coordination.k8s.io/v1 Leases: GET, POST (409
+AlreadyExists) and PUT with optimistic concurrency (409 Conflict on a stale resourceVersion, 422 without one).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 import trustme
 
-from syncer.resources import WATCHED_KINDS, ResourceKind, resolve_kind
+from syncer.resources import LEASE, WATCHED_KINDS, ResourceKind, resolve_kind
 
 Obj = dict[str, Any]
 TEST_TOKEN = "tok-7f3a9c1e-do-not-log"  # the token the fixtures accept; tests assert it never leaks
@@ -43,7 +44,7 @@ _REASONS = {
     403: "Forbidden",
     404: "NotFound",
     405: "MethodNotAllowed",
-    409: "Conflict",
+    409: "Conflict",  # "AlreadyExists" on a create
     410: "Expired",
     415: "UnsupportedMediaType",
     422: "Invalid",
@@ -56,6 +57,9 @@ FAULTS = ("too_large_rv", "delay", "reset", "truncate", "not_json", "wrong_shape
 MERGE_PATCH = "application/merge-patch+json"
 _PATCH_TYPES = ("application/json-patch+json", MERGE_PATCH, "application/apply-patch+yaml")
 _DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_KINDS = (*WATCHED_KINDS, LEASE)  # what the fake stores: the watched kinds, and the Lease syncer writes
+# metav1.MicroTime as the API server parses it (RFC 3339 with fractional seconds).
+_MICRO_TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,9})?(Z|[+-]\d\d:\d\d)$")
 
 
 @dataclass
@@ -117,17 +121,25 @@ def status_body(code: int, message: str, reason: str | None = None, details: Obj
     return body
 
 
+def _resolve(kind: str | ResourceKind) -> ResourceKind:
+    """resolve_kind, plus the Lease (written by syncer, never watched)."""
+    if kind in ("Lease", "leases"):
+        return LEASE
+    return resolve_kind(kind)
+
+
 def _routes() -> list[tuple[re.Pattern[str], ResourceKind, bool]]:
-    """(pattern, kind, single-object) for every list and get path of the watched kinds (and their `/status`)."""
+    """(pattern, kind, single-object) for every list and get path of the stored kinds (and their `/status`)."""
     routes = []
-    for kind in WATCHED_KINDS:
+    for kind in _KINDS:
         base = re.escape(kind.list_path(None).rsplit("/", 1)[0])
         plural = re.escape(kind.plural)
         if kind.namespaced:
             one = rf"{base}/namespaces/(?P<ns>[^/]+)/{plural}/(?P<name>[^/]+)"
             routes.append((re.compile(rf"^{base}/namespaces/(?P<ns>[^/]+)/{plural}$"), kind, False))
             routes.append((re.compile(rf"^{one}$"), kind, True))
-            routes.append((re.compile(rf"^{one}/(?P<sub>status)$"), kind, True))
+            if kind is not LEASE:  # a Lease has no status subresource
+                routes.append((re.compile(rf"^{one}/(?P<sub>status)$"), kind, True))
         else:
             routes.append((re.compile(rf"^{base}/{plural}/(?P<name>[^/]+)$"), kind, True))
         routes.append((re.compile(rf"^{base}/{plural}$"), kind, False))
@@ -197,7 +209,7 @@ class FakeKubeAPI:
         self.requests: list[RecordedRequest] = []
         self.revision = 1
         self._lock = threading.RLock()
-        self._store: dict[str, dict[str, Obj]] = {k.plural: {} for k in WATCHED_KINDS}
+        self._store: dict[str, dict[str, Obj]] = {k.plural: {} for k in _KINDS}
         self._snapshots: dict[tuple[int, str], _Snapshot] = {}
         self._faults: list[_Fault] = []
         self._forbidden: set[tuple[str, str]] = set()
@@ -309,12 +321,12 @@ class FakeKubeAPI:
     def replace_all(self, objects: Mapping[str | ResourceKind, list[Obj]], *, keep_others: bool = False) -> int:
         with self._lock:
             self.revision += 1
-            kinds = {resolve_kind(k).plural: resolve_kind(k) for k in objects}
+            kinds = {_resolve(k).plural: _resolve(k) for k in objects}
             for plural in self._store:
                 if plural in kinds or not keep_others:
                     self._store[plural] = {}
             for key, items in objects.items():
-                kind = resolve_kind(key)
+                kind = _resolve(key)
                 for item in items:
                     k, obj = self._stamp(kind, item, None)
                     self._store[kind.plural][k] = obj
@@ -322,7 +334,7 @@ class FakeKubeAPI:
 
     def add(self, kind: str | ResourceKind, obj: Obj) -> Obj:
         """Creates or updates one object (keeping its uid and creationTimestamp); returns the stored copy."""
-        rk = resolve_kind(kind)
+        rk = _resolve(kind)
         with self._lock:
             self.revision += 1
             name = obj["metadata"]["name"]
@@ -334,7 +346,7 @@ class FakeKubeAPI:
     def delete(self, kind: str | ResourceKind, namespace: str | None, name: str) -> None:
         with self._lock:
             self.revision += 1
-            self._store[resolve_kind(kind).plural].pop(f"{namespace or ''}/{name}", None)
+            self._store[_resolve(kind).plural].pop(f"{namespace or ''}/{name}", None)
 
     def touch(self) -> int:
         """A write elsewhere in the cluster (a Lease renewal): only the revision moves."""
@@ -344,7 +356,7 @@ class FakeKubeAPI:
 
     def objects(self, kind: str | ResourceKind) -> list[Obj]:
         with self._lock:
-            store = self._store[resolve_kind(kind).plural]
+            store = self._store[_resolve(kind).plural]
             return [copy.deepcopy(store[k]) for k in sorted(store)]
 
     # --- test hooks ------------------------------------------------------------------------------
@@ -353,7 +365,7 @@ class FakeKubeAPI:
         sub = ""
         if isinstance(kind, str) and "/" in kind:
             kind, sub = kind.split("/", 1)
-        plural = resolve_kind(kind).plural
+        plural = _resolve(kind).plural
         with self._lock:
             self._forbidden.add((f"{plural}/{sub}" if sub else plural, verb))
 
@@ -417,6 +429,8 @@ class FakeKubeAPI:
         m, kind, single = found
         if req.method == "PATCH":
             return self._patch(req, m, kind)
+        if req.method in ("POST", "PUT"):
+            return self._write(req, m, kind, single)
         if req.method != "GET":
             raise _Reply(405, f"the server does not allow this method on the requested resource ({req.method})")
         ns = m.groupdict().get("ns")
@@ -440,6 +454,92 @@ class FakeKubeAPI:
                     )
                 return 200, {"kind": kind.kind, "apiVersion": kind.api_version, **copy.deepcopy(obj)}
             return 200, self._list(kind, ns, req.query)
+
+    def _write(self, req: RecordedRequest, m: re.Match[str], kind: ResourceKind, single: bool) -> tuple[int, Obj]:
+        """POST to a collection creates, PUT to an object replaces it (only Leases: nothing else writes objects).
+
+        Like the real registry for Leases: a POST of an existing name is 409 AlreadyExists; a PUT needs the
+        metadata.resourceVersion it read (none: 422, AllowUnconditionalUpdate is false for Leases; another:
+        409 Conflict) and moves the revision only when the object changed. Simplification: a PUT of a missing
+        Lease is 404 (the real one may create it).
+        """
+        ns, name = m.groupdict().get("ns") or "", m.groupdict().get("name")
+        if kind is not LEASE or (req.method == "POST") == single:
+            raise _Reply(405, f"the server does not allow this method on the requested resource ({req.method})")
+        verb = "create" if req.method == "POST" else "update"
+        try:
+            obj = json.loads(req.body)
+        except ValueError as exc:
+            raise _Reply(400, f"error decoding body: {exc}") from None
+        if not isinstance(obj, dict) or not isinstance(obj.get("metadata", {}), dict):
+            raise _Reply(400, "the body of the request must be a JSON object with metadata")
+        meta = obj.setdefault("metadata", {})
+        if name is None:
+            name = str(meta.get("name") or "")
+        with self._lock:
+            if (kind.plural, verb) in self._forbidden:
+                target = f'{kind.rbac_resource} "{name}"' if single else kind.rbac_resource
+                raise _Reply(
+                    403,
+                    f'{target} is forbidden: User "{self.user}" cannot {verb} resource "{kind.plural}" in API '
+                    f'group "{kind.group}" in the namespace "{ns}"',
+                    details={"name": name, "kind": kind.plural, "group": kind.group},
+                )
+            if obj.get("kind", kind.kind) != kind.kind or obj.get("apiVersion", kind.api_version) != kind.api_version:
+                raise _Reply(400, f"the body is a {obj.get('apiVersion')}/{obj.get('kind')}, not a {kind.kind}")
+            if meta.get("namespace", ns) != ns:
+                raise _Reply(
+                    400, "the namespace of the provided object does not match the namespace sent on the request"
+                )
+            if not name:
+                raise _Reply(
+                    422,
+                    f'{kind.kind}.{kind.group} "" is invalid: metadata.name: Required value: name or generateName '
+                    "is required",
+                )
+            if meta.get("name", name) != name:
+                raise _Reply(
+                    400, f"the name of the object ({meta.get('name')}) does not match the name on the URL ({name})"
+                )
+            _validate_lease(name, obj.get("spec"))
+            key = f"{ns}/{name}"
+            stored = self._store[kind.plural].get(key)
+            details = {"name": name, "kind": kind.plural, "group": kind.group}
+            if req.method == "POST":
+                if stored is not None:
+                    raise _Reply(409, f'{kind.rbac_resource} "{name}" already exists', "AlreadyExists", details)
+                self.revision += 1
+                _, created = self._stamp(kind, {**obj, "metadata": {**meta, "name": name, "namespace": ns}}, None)
+                self._store[kind.plural][key] = created
+                return 201, {"kind": kind.kind, "apiVersion": kind.api_version, **copy.deepcopy(created)}
+            if stored is None:
+                raise _Reply(404, f'{kind.rbac_resource} "{name}" not found', details=details)
+            wanted_rv = meta.get("resourceVersion")
+            if not wanted_rv:
+                raise _Reply(
+                    422,
+                    f'{kind.rbac_resource} "{name}" is invalid: metadata.resourceVersion: Invalid value: 0x0: '
+                    "must be specified for an update",
+                )
+            if str(wanted_rv) != stored["metadata"]["resourceVersion"]:
+                raise _Reply(
+                    409,
+                    f'Operation cannot be fulfilled on {kind.rbac_resource} "{name}": the object has been '
+                    "modified; please apply your changes to the latest version and try again",
+                    details=details,
+                )
+            updated = copy.deepcopy(stored)
+            updated["spec"] = copy.deepcopy(obj.get("spec") or {})
+            for field_name in ("labels", "annotations"):
+                if field_name in meta:
+                    updated["metadata"][field_name] = copy.deepcopy(meta[field_name])
+                else:
+                    updated["metadata"].pop(field_name, None)
+            if updated != stored:  # an unchanged object writes nothing, like the real registry
+                self.revision += 1
+                updated["metadata"]["resourceVersion"] = str(self.revision)
+                self._store[kind.plural][key] = updated
+            return 200, {"kind": kind.kind, "apiVersion": kind.api_version, **copy.deepcopy(updated)}
 
     def _patch(self, req: RecordedRequest, m: re.Match[str], kind: ResourceKind) -> tuple[int, Obj]:
         """A JSON merge patch (RFC 7386) of one object's `status`, as the `/status` subresource applies it."""
@@ -612,6 +712,37 @@ def _validate_load_balancer(kind: ResourceKind, name: str, status: Obj) -> None:
         raise _Reply(422, f'{kind.kind}.{kind.group} "{name}" is invalid: ' + ", ".join(problems))
 
 
+def _validate_lease(name: str, spec: Any) -> None:
+    """What decoding and validation of a coordination.k8s.io/v1 LeaseSpec refuse (400 / 422)."""
+    if spec is None:
+        return
+    if not isinstance(spec, dict):
+        raise _Reply(400, 'Lease in version "v1" cannot be handled as a Lease: spec must be an object')
+    for field_name in ("acquireTime", "renewTime"):
+        value = spec.get(field_name)
+        if value is not None and not (isinstance(value, str) and _MICRO_TIME.match(value)):
+            raise _Reply(
+                400,
+                f'Lease in version "v1" cannot be handled as a Lease: parsing time "{value}" as '
+                '"2006-01-02T15:04:05.000000Z07:00": cannot parse',
+            )
+    problems = []
+    holder = spec.get("holderIdentity")
+    if holder is not None and not isinstance(holder, str):
+        raise _Reply(400, 'Lease in version "v1" cannot be handled as a Lease: holderIdentity must be a string')
+    for field_name, minimum in (("leaseDurationSeconds", 1), ("leaseTransitions", 0)):
+        value = spec.get(field_name)
+        if value is None:
+            continue
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise _Reply(400, f'Lease in version "v1" cannot be handled as a Lease: {field_name} must be an integer')
+        if value < minimum:
+            bound = "greater than 0" if minimum else "greater than or equal to 0"
+            problems.append(f"spec.{field_name}: Invalid value: {value}: must be {bound}")
+    if problems:
+        raise _Reply(422, f'Lease.coordination.k8s.io "{name}" is invalid: ' + ", ".join(problems))
+
+
 def _too_large(wanted: int, current: int) -> _Reply:
     return _Reply(
         504,
@@ -664,6 +795,12 @@ def _make_handler(api: FakeKubeAPI) -> type[BaseHTTPRequestHandler]:
 
         def do_PATCH(self) -> None:
             self._handle("PATCH")
+
+        def do_POST(self) -> None:
+            self._handle("POST")
+
+        def do_PUT(self) -> None:
+            self._handle("PUT")
 
         def _handle(self, method: str) -> None:
             target = urlsplit(self.path)

@@ -218,3 +218,101 @@ def test_patch_status_refusals(fake_api: FakeKubeAPI) -> None:
     fake_api.inject(503, path_contains="/status")
     assert [patch(fake_api, WEB_STATUS, {"status": LB})[0] for _ in range(2)] == [503, 503]
     assert "status" not in fake_api.objects("Ingress")[0]
+
+
+# --- Leases ------------------------------------------------------------------------------------------
+
+LEASES = "/apis/coordination.k8s.io/v1/namespaces/syncer/leases"
+
+
+def send(api: FakeKubeAPI, method: str, path: str, body: Any) -> tuple[int, Any]:
+    request = urllib.request.Request(
+        f"{api.url}{path}",
+        data=json.dumps(body).encode(),
+        method=method,
+        headers={"Authorization": f"Bearer {TEST_TOKEN}", "Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+def lease(holder: str, rv: str | None = None, **spec: Any) -> dict[str, Any]:
+    meta: dict[str, Any] = {"name": "lock", "namespace": "syncer"}
+    if rv is not None:
+        meta["resourceVersion"] = rv
+    return {
+        "apiVersion": "coordination.k8s.io/v1",
+        "kind": "Lease",
+        "metadata": meta,
+        "spec": {"holderIdentity": holder, "leaseDurationSeconds": 15, **spec},
+    }
+
+
+def test_lease_get_create_and_already_exists(fake_api: FakeKubeAPI) -> None:
+    status, body, _ = get(fake_api, f"{LEASES}/lock")
+    assert status == 404 and body["reason"] == "NotFound"
+    assert body["message"] == 'leases.coordination.k8s.io "lock" not found'
+    status, created = send(fake_api, "POST", LEASES, lease("a", renewTime="2026-01-01T00:00:00.000000Z"))
+    assert status == 201 and created["kind"] == "Lease" and created["spec"]["holderIdentity"] == "a"
+    assert created["metadata"]["resourceVersion"] == str(fake_api.revision) and created["metadata"]["uid"]
+    status, body = send(fake_api, "POST", LEASES, lease("b"))
+    assert status == 409 and body["reason"] == "AlreadyExists"
+    assert body["message"] == 'leases.coordination.k8s.io "lock" already exists'
+    assert body["details"] == {"name": "lock", "group": "coordination.k8s.io", "kind": "leases"}
+    status, got, _ = get(fake_api, f"{LEASES}/lock")
+    assert status == 200 and got == created
+    assert [(r.method, r.status) for r in fake_api.requests] == [
+        ("GET", 404),
+        ("POST", 201),
+        ("POST", 409),
+        ("GET", 200),
+    ]
+    assert fake_api.objects("Lease")[0]["spec"]["holderIdentity"] == "a"
+
+
+def test_lease_put_needs_the_current_resource_version(fake_api: FakeKubeAPI) -> None:
+    _, created = send(fake_api, "POST", LEASES, lease("a"))
+    rv = created["metadata"]["resourceVersion"]
+    status, body = send(fake_api, "PUT", f"{LEASES}/lock", lease("b"))
+    assert status == 422 and body["reason"] == "Invalid"
+    assert body["message"] == (
+        'leases.coordination.k8s.io "lock" is invalid: metadata.resourceVersion: Invalid value: 0x0: '
+        "must be specified for an update"
+    )
+    status, updated = send(fake_api, "PUT", f"{LEASES}/lock", lease("b", rv, leaseTransitions=1))
+    assert status == 200 and updated["spec"]["holderIdentity"] == "b"
+    assert int(updated["metadata"]["resourceVersion"]) > int(rv)
+    assert updated["metadata"]["uid"] == created["metadata"]["uid"]
+    status, body = send(fake_api, "PUT", f"{LEASES}/lock", lease("c", rv))  # the version b replaced
+    assert status == 409 and body["reason"] == "Conflict"
+    assert body["message"] == (
+        'Operation cannot be fulfilled on leases.coordination.k8s.io "lock": the object has been modified; '
+        "please apply your changes to the latest version and try again"
+    )
+    revision = fake_api.revision
+    same = lease("b", updated["metadata"]["resourceVersion"], leaseTransitions=1)
+    assert send(fake_api, "PUT", f"{LEASES}/lock", same) == (200, updated)  # unchanged: nothing written
+    assert fake_api.revision == revision
+    assert send(fake_api, "PUT", f"{LEASES}/gone", {**lease("a", "1"), "metadata": {"name": "gone"}})[0] == 404
+
+
+def test_lease_refusals_faults_and_rbac(fake_api: FakeKubeAPI) -> None:
+    assert send(fake_api, "PUT", f"{LEASES}/other", lease("a", "1"))[0] == 400  # name differs from the URL
+    assert send(fake_api, "POST", LEASES, lease("a", leaseDurationSeconds=0))[0] == 422
+    assert send(fake_api, "POST", LEASES, lease("a", renewTime="yesterday"))[0] == 400
+    assert send(fake_api, "POST", LEASES.replace("/syncer/", "/other/"), lease("a"))[0] == 400  # namespace differs
+    assert send(fake_api, "POST", "/apis/networking.k8s.io/v1/namespaces/syncer/ingresses", lease("a"))[0] == 405
+    fake_api.inject(503, path_contains="/leases")
+    assert send(fake_api, "POST", LEASES, lease("a"))[0] == 503
+    fake_api.forbid("leases", "create")
+    status, body = send(fake_api, "POST", LEASES, lease("a"))
+    assert status == 403 and body["message"] == (
+        'leases.coordination.k8s.io is forbidden: User "system:serviceaccount:ingress-syncer:syncer" cannot '
+        'create resource "leases" in API group "coordination.k8s.io" in the namespace "syncer"'
+    )
+    fake_api.forbid("leases", "get")
+    assert get(fake_api, f"{LEASES}/lock")[0] == 403
+    assert fake_api.objects("Lease") == []

@@ -13,6 +13,7 @@ import trustme
 
 from syncer.errors import (
     KubeBadResponse,
+    KubeConflict,
     KubeError,
     KubeExpired,
     KubeForbidden,
@@ -735,3 +736,101 @@ def test_patch_status_retries_briefly(fake_api: FakeKubeAPI) -> None:
             client.patch_ingress_status("default", "web", None)
     assert [r.status for r in fake_api.requests] == [429, 200, 503, 503]
     assert len(sleeps) == 2 and all(s <= 1.01 for s in sleeps)  # Retry-After 30 is capped for a status write
+
+
+# --- Leases ------------------------------------------------------------------------------------------
+
+LOCK = "/apis/coordination.k8s.io/v1/namespaces/syncer/leases/lock"
+
+
+def new_lease(holder: str = "a") -> dict[str, Any]:
+    return {
+        "apiVersion": "coordination.k8s.io/v1",
+        "kind": "Lease",
+        "metadata": {"name": "lock", "namespace": "syncer"},
+        "spec": {"holderIdentity": holder, "leaseDurationSeconds": 15, "leaseTransitions": 0},
+    }
+
+
+def test_lease_get_create_update(fake_api: FakeKubeAPI) -> None:
+    with client_for(fake_api) as client:
+        assert client.get_lease("syncer", "lock") is None
+        created = client.create_lease("syncer", new_lease())
+        assert created["spec"]["holderIdentity"] == "a" and created["metadata"]["resourceVersion"]
+        assert client.get_lease("syncer", "lock") == created
+        changed = {**created, "spec": {**created["spec"], "holderIdentity": "b", "leaseTransitions": 1}}
+        updated = client.update_lease("syncer", "lock", changed)
+        assert updated["spec"]["holderIdentity"] == "b"
+        assert updated["metadata"]["resourceVersion"] != created["metadata"]["resourceVersion"]
+    methods = [(r.method, r.path, r.status) for r in fake_api.requests]
+    assert methods == [
+        ("GET", LOCK, 404),
+        ("POST", LOCK.removesuffix("/lock"), 201),
+        ("GET", LOCK, 200),
+        ("PUT", LOCK, 200),
+    ]
+    assert fake_api.requests[1].headers["Content-Type"] == "application/json"
+    assert fake_api.requests[3].json()["metadata"]["resourceVersion"] == created["metadata"]["resourceVersion"]
+    assert all(r.token == TEST_TOKEN for r in fake_api.requests)
+
+
+def test_lease_409s_are_kube_conflicts_and_not_retried(fake_api: FakeKubeAPI) -> None:
+    with client_for(fake_api) as client:
+        created = client.create_lease("syncer", new_lease())
+        with pytest.raises(KubeConflict) as exists:
+            client.create_lease("syncer", new_lease("b"))
+        client.update_lease("syncer", "lock", {**created, "spec": {**created["spec"], "holderIdentity": "b"}})
+        with pytest.raises(KubeConflict) as stale:  # the resourceVersion b's write replaced
+            client.update_lease("syncer", "lock", {**created, "spec": {**created["spec"], "holderIdentity": "c"}})
+    assert exists.value.reason == "AlreadyExists" and stale.value.reason == "Conflict"
+    assert isinstance(stale.value, KubeRequestError) and stale.value.status == 409
+    assert str(exists.value).startswith("conflict: cannot create Lease syncer/lock: HTTP 409 AlreadyExists")
+    assert "the object has been modified" in str(stale.value)
+    assert [r.status for r in fake_api.requests] == [201, 409, 200, 409]
+
+
+@pytest.mark.parametrize(
+    ("verb", "call"),
+    [
+        ("get", lambda c: c.get_lease("syncer", "lock")),
+        ("create", lambda c: c.create_lease("syncer", new_lease())),
+        ("update", lambda c: c.update_lease("syncer", "lock", new_lease())),
+    ],
+)
+def test_lease_403_names_the_verb_to_grant(fake_api: FakeKubeAPI, verb: str, call: Any) -> None:
+    fake_api.forbid("leases", verb)
+    with client_for(fake_api) as client, pytest.raises(KubeForbidden) as info:
+        call(client)
+    assert str(info.value).startswith(
+        f'forbidden: cannot {verb} Lease syncer/lock: grant verb "{verb}" on resource "leases" in API group '
+        '"coordination.k8s.io" (namespace "syncer"); server said: '
+    )
+    assert info.value.verb == verb and info.value.resource == "leases.coordination.k8s.io"
+    assert len(fake_api.requests) == 1
+
+
+def test_lease_calls_retry_briefly_and_refresh_credentials(fake_api: FakeKubeAPI) -> None:
+    sleeps = Sleeps()
+    fake_api.inject(429, retry_after=30)
+    with client_for(fake_api, sleeps=sleeps, max_attempts=5) as client:
+        client.create_lease("syncer", new_lease())
+        fake_api.inject(503, times=2)
+        with pytest.raises(KubeUnavailable, match=r"get Lease syncer/lock at .* failed after 2 attempt"):
+            client.get_lease("syncer", "lock")
+    assert [r.status for r in fake_api.requests] == [429, 201, 503, 503]
+    assert len(sleeps) == 2 and all(s <= 1.01 for s in sleeps)
+    creds = Creds("expired-token", TEST_TOKEN)
+    with client_for(fake_api, creds) as client:
+        assert client.get_lease("syncer", "lock") is not None
+    assert creds.invalidations == 1
+
+
+def test_lease_other_refusals_and_bad_bodies(fake_api: FakeKubeAPI) -> None:
+    with client_for(fake_api) as client:
+        with pytest.raises(KubeNotFound, match="not found: cannot update Lease syncer/lock"):
+            client.update_lease("syncer", "lock", {**new_lease(), "metadata": {"name": "lock", "resourceVersion": "1"}})
+        with pytest.raises(KubeRequestError, match=r"create Lease syncer/lock refused: HTTP 422 Invalid"):
+            client.create_lease("syncer", {**new_lease(), "spec": {"leaseDurationSeconds": 0}})
+        fake_api.inject("not_json", times=2)
+        with pytest.raises(KubeBadResponse, match="not JSON"):
+            client.get_lease("syncer", "lock")
