@@ -404,6 +404,7 @@ def _config(options: dict[str, Any]) -> Config:
 
 def _build(config: Config) -> Syncer:
     output_dir = os.path.abspath(config.output_dir)
+    metrics = Metrics()
     try:
         renderer = load_renderer(
             config.renderer, config.renderer_options.get(config.renderer, {}), output_dir=output_dir
@@ -411,7 +412,7 @@ def _build(config: Config) -> Syncer:
         target = PublishTarget.from_options(config.publish_addresses, config.publish_service)
         if target is not None:
             target.check_namespaces(config.namespaces)
-        source, client = _source(config)
+        source, client = _source(config, metrics)
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from exc
     publisher = StatusPublisher(client, target) if (target is not None and client is not None) else None
@@ -440,17 +441,22 @@ def _build(config: Config) -> Syncer:
         dry_run=config.dry_run,
         publisher=publisher,
         guard=guard,
-        metrics=Metrics(),
-        elector=_elector(config, client),
+        metrics=metrics,
+        elector=_elector(config, client, metrics),
     )
 
 
-def _elector(config: Config, client: KubeClient | None) -> LeaderElector | None:
+def _elector(config: Config, client: KubeClient | None, metrics: Metrics) -> LeaderElector | None:
     """The Lease campaign, with a client of its own (its thread must not share the cycle's) and short timeouts."""
     if not config.leader_elect or client is None:
         return None
     timeout = max(0.5, config.leader_elect_renew_deadline / 4)  # a hung request must not outlast the deadline
-    elector_client = KubeClient(client.cluster, connect_timeout=min(5.0, timeout), read_timeout=min(30.0, timeout))
+    elector_client = KubeClient(
+        client.cluster,
+        connect_timeout=min(5.0, timeout),
+        read_timeout=min(30.0, timeout),
+        on_response=metrics.count_api_request,
+    )
     return LeaderElector(
         elector_client,
         config.leader_elect_namespace,
@@ -474,10 +480,10 @@ def _leading(elector: LeaderElector | None) -> Iterator[None]:
         elector.stop(release=True)
 
 
-def _source(config: Config) -> tuple[Source, KubeClient | None]:
+def _source(config: Config, metrics: Metrics) -> tuple[Source, KubeClient | None]:
     """The snapshot source, and the API client when there is one (status write-back shares it)."""
     if config.source_dir:
         return DirectorySource(config.source_dir, config.namespaces), None
     cluster = load_cluster_config(config.kubeconfig, config.context)
-    client = KubeClient(cluster)
+    client = KubeClient(cluster, on_response=metrics.count_api_request)
     return ApiSource(client, config.namespaces, server=cluster.server), client

@@ -67,6 +67,8 @@ class Config:
     def _check_leader_election(self) -> None:
         if self.source_dir:
             raise ConfigError("--leader-elect elects a leader through a Lease in the API; not with --source")
+        if self.leader_elect and self.dry_run:
+            raise ConfigError("--dry-run writes nothing, so it has nothing to lead: drop --leader-elect")
         if not self.leader_elect_namespace or not self.leader_elect_name:
             raise ConfigError("--leader-elect-namespace and --leader-elect-name must not be empty")
         try:

@@ -273,6 +273,7 @@ class KubeClient:
         max_elapsed: float = 120.0,
         max_restarts: int = 3,
         max_pages: int = 10_000,
+        on_response: Callable[[str, str], None] | None = None,
         sleep: Callable[[float], None] = time.sleep,
         user_agent: str = f"ingress-syncer/{__version__}",
     ) -> None:
@@ -288,6 +289,7 @@ class KubeClient:
         self._max_elapsed = max_elapsed
         self._max_restarts = max_restarts
         self._max_pages = max_pages
+        self._on_response = on_response
         self._sleep = sleep
         self._last_rv: dict[_ListKey, str] = {}
         self._warnings_seen: set[str] = set()
@@ -390,6 +392,28 @@ class KubeClient:
         body: bytes | None = None,
     ) -> _Reply:
         url = self._server + path
+        try:
+            reply = self._request(call, method, url, headers, params, body)
+        except (_Transient, KubeError):
+            self._observe(call, "error")
+            raise
+        self._observe(call, str(reply.status))
+        return reply
+
+    def _observe(self, call: _Call, code: str) -> None:
+        """Counts every request for the metrics: by resource and HTTP status (or "error" without one)."""
+        if self._on_response is not None:
+            self._on_response(call.resource, code)
+
+    def _request(
+        self,
+        call: _Call,
+        method: str,
+        url: str,
+        headers: Mapping[str, str],
+        params: Mapping[str, str] | None,
+        body: bytes | None,
+    ) -> _Reply:
         try:
             with self._quiet_insecure():
                 response = self._session.request(

@@ -128,7 +128,7 @@ class Syncer:
         leading = self.elector is None or self.elector.is_leader()
         if self.metrics is not None:
             self.metrics.leader.set(1 if leading else 0)
-        if self.publisher is not None and leading:
+        if self.publisher is not None and leading and not self.dry_run:
             outcome = self.publisher.publish(snapshot, self.last_served)
             if self.metrics is not None and outcome is not None:
                 for name in ("written", "cleared", "failed"):

@@ -51,6 +51,9 @@ class Metrics:
         self.files_ever_written = False
         self.last_success_monotonic: float | None = None
 
+    def count_api_request(self, resource: str, code: str) -> None:
+        self.api_requests.labels(resource, code).inc()
+
     def cycle_succeeded(self, seconds: float) -> None:
         self.cycle_seconds.observe(seconds)
         self.last_success.set(time.time())

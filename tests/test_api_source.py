@@ -251,3 +251,17 @@ def test_once_publishes_status_of_served_ingresses_only(
 def test_publish_with_source_is_a_usage_error(tmp_path: Path) -> None:
     result = syncer("once", "--source", str(DEMO), "--output-dir", str(tmp_path), "--publish-address", "10.0.0.1")
     assert result.returncode == 2 and "not with --source" in result.stderr
+
+
+def test_api_requests_are_counted_by_resource_and_code(fake_api: FakeKubeAPI) -> None:
+    from syncer.metrics import Metrics
+
+    load_demo(fake_api)
+    metrics = Metrics()
+    fake_api.inject(503, times=1, path_contains="/services")
+    with client_for(fake_api, on_response=metrics.count_api_request) as client:
+        ApiSource(client).fetch()
+    text = metrics.exposition().decode()
+    assert 'syncer_api_requests_total{code="200",resource="ingresses.networking.k8s.io"} 1.0' in text
+    assert 'syncer_api_requests_total{code="503",resource="services"} 1.0' in text
+    assert 'syncer_api_requests_total{code="200",resource="services"} 1.0' in text
