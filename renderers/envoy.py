@@ -251,6 +251,8 @@ class EnvoyRenderer:
             "merge_slashes": True,
             # Kubernetes hosts never carry a port: `foo.com:8080` must match `foo.com`.
             "strip_any_host_port": True,
+            # `shop.example.com.` (a fully qualified name) is the same host, as Traefik treats it.
+            "strip_trailing_host_dot": True,
             # The edge of the cluster: the client's own address goes to X-Forwarded-For.
             "use_remote_address": True,
             "rds": {

@@ -32,6 +32,10 @@ def is_dns_subdomain(value: Any) -> bool:
     return isinstance(value, str) and len(value) <= MAX_DNS_NAME and bool(DNS_SUBDOMAIN_RE.fullmatch(value))
 
 
+def is_dns_label(value: Any) -> bool:
+    return isinstance(value, str) and bool(re.fullmatch(DNS_LABEL, value))
+
+
 def shown(value: Any, limit: int = 80) -> str:
     """A user-supplied value quoted for a problem message, cut short so a huge string cannot flood the log."""
     text = repr(value)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import datetime
 import json
 import logging
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -18,6 +19,7 @@ from syncer.snapshot import KubeObject, Snapshot
 log = logging.getLogger("syncer.source")
 
 MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
+MAX_EXPANDED_NODES = 5_000_000  # far above any real manifest folder, far below an alias bomb
 
 
 class Source(Protocol):
@@ -116,6 +118,11 @@ class DirectorySource:
                 return None
         else:
             meta.pop("namespace", None)
+        created = meta.get("creationTimestamp")
+        if isinstance(created, datetime.datetime):
+            # YAML reads an unquoted timestamp as a datetime; the API always sends RFC 3339 text.
+            aware = created if created.tzinfo else created.replace(tzinfo=datetime.timezone.utc)
+            meta["creationTimestamp"] = aware.astimezone(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
         normalised["metadata"] = meta
         if resource is TLS_SECRET:
             secret = _normalise_secret(normalised)
@@ -129,10 +136,44 @@ def _read_documents(path: Path) -> list[Any]:
     try:
         text = path.read_text(encoding="utf-8")
         if path.suffix == ".json":
-            return [json.loads(text)]
-        return [doc for doc in yaml.safe_load_all(text) if doc is not None]
-    except (OSError, UnicodeDecodeError, ValueError, yaml.YAMLError) as exc:
+            documents = [json.loads(text)]
+        else:
+            documents = [doc for doc in yaml.safe_load_all(text) if doc is not None]
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError, yaml.YAMLError) as exc:
         raise SourceError(f"cannot read manifest {path}: {_first_line(exc)}") from exc
+    try:
+        too_big = _expanded_size(documents) > MAX_EXPANDED_NODES
+    except RecursionError:
+        raise SourceError(f"cannot read manifest {path}: nested too deeply") from None
+    if too_big:
+        raise SourceError(
+            f"cannot read manifest {path}: its YAML aliases expand to more than {MAX_EXPANDED_NODES} values"
+        )
+    return documents
+
+
+def _expanded_size(value: Any) -> int:
+    """How many values the documents hold once every alias is expanded (as JSON encoding would), without
+    expanding them: a few hundred bytes of nested aliases can stand for billions of values."""
+    sizes: dict[int, int] = {}
+
+    def size(node: Any) -> int:
+        if not isinstance(node, (dict, list)):
+            return 1
+        known = sizes.get(id(node))
+        if known is not None:
+            return known
+        sizes[id(node)] = 1  # a cycle (impossible from safe_load, cheap to guard) counts once
+        children = node.values() if isinstance(node, dict) else node
+        total = 1
+        for child in children:
+            total += size(child)
+            if total > MAX_EXPANDED_NODES:
+                break
+        sizes[id(node)] = total
+        return total
+
+    return size(value)
 
 
 def _expand_lists(document: Any) -> Iterable[Any]:
@@ -149,7 +190,8 @@ def _normalise_secret(secret: dict[str, Any]) -> dict[str, Any] | None:
         return None
     string_data = secret.pop("stringData", None)
     if isinstance(string_data, Mapping):
-        data = dict(secret.get("data") or {})
+        existing = secret.get("data")
+        data = dict(existing) if isinstance(existing, Mapping) else {}
         for key, value in string_data.items():
             data[str(key)] = base64.b64encode(str(value).encode()).decode()
         secret["data"] = data

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from syncer.model import PathMatch, Problem, Route, RoutingModel, SourceRef, TLSCert, VirtualHost, sort_virtual_hosts
-from syncer.objects import MAX_DNS_NAME, as_list, as_mapping, is_dns_subdomain, shown, source_ref
+from syncer.objects import MAX_DNS_NAME, as_list, as_mapping, is_dns_label, is_dns_subdomain, shown, source_ref
 from syncer.snapshot import KubeObject, Snapshot
 from syncer.translate_backends import UPSTREAM_MODES, BackendResolver
 from syncer.translate_tls import CertificateProblem, load_tls_secret
@@ -34,9 +34,11 @@ CLASS_ANNOTATION = "kubernetes.io/ingress.class"
 DEFAULT_CLASS_ANNOTATION = "ingressclass.kubernetes.io/is-default-class"
 ANY_HOST = "*"
 
-# Characters valid in a URL path (RFC 3986 pchar and `/`), minus the single quote. Spaces, quotes,
-# backticks, backslashes, braces, `#`, `?` and control characters never reach a renderer.
-_PATH_RE = re.compile(r"/[A-Za-z0-9\-._~!$&()*+,;=:@%/]*")  # fullmatch: `$` allows a trailing newline
+# Characters valid in a URL path (RFC 3986 pchar and `/`), minus the single quote and `%`. Spaces,
+# quotes, backticks, backslashes, braces, `#`, `?` and control characters never reach a renderer; nor do
+# percent-encodings: both proxies decode a request path before matching, so a rule holding one would
+# either never match or match differently in each proxy.
+_PATH_RE = re.compile(r"/[A-Za-z0-9\-._~!$&()*+,;=:@/]*")  # fullmatch: `$` allows a trailing newline
 # What the API server itself rejects for Exact and Prefix paths, plus NUL.
 _BAD_PATH_SEQUENCES = ("//", "/./", "/../", "%2f", "%2F", "%00")
 _BAD_PATH_SUFFIXES = ("/..", "/.")
@@ -97,7 +99,7 @@ def translate(snapshot: Snapshot, options: TranslateOptions | None = None, now: 
     snapshot alone (golden files)."""
     builder = _Builder(snapshot, options or TranslateOptions(), now)
     # Oldest first, so that every conflict is won by the oldest Ingress, whatever order the API returned.
-    ours = sorted(_our_ingresses(builder), key=_age_key)
+    ours = sorted((i for i in _our_ingresses(builder) if _valid_identity(builder, i)), key=_age_key)
     sources = [source_ref("Ingress", ingress) for ingress in ours]
     for ingress, source in zip(ours, sources, strict=True):
         _add_ingress(builder, ingress, source)
@@ -159,11 +161,30 @@ def _our_ingresses(builder: _Builder) -> list[KubeObject]:
     return ours
 
 
+def _valid_identity(builder: _Builder, ingress: KubeObject) -> bool:
+    """The API server guarantees these; manifests do not, and every name we derive is built from them."""
+    meta = as_mapping(ingress.get("metadata"))
+    namespace, name = meta.get("namespace"), meta.get("name")
+    if is_dns_label(namespace) and is_dns_subdomain(name):
+        return True
+    # As written (cut short): a problem names the object the user wrote; log lines escape what it holds.
+    source = SourceRef("Ingress", _as_written(namespace), _as_written(name))
+    builder.problem(source, "metadata", "namespace or name is not a valid Kubernetes name; Ingress skipped")
+    return False
+
+
+def _as_written(value: Any) -> str:
+    text = value if isinstance(value, str) else repr(value)
+    return text if len(text) <= 80 else text[:80] + "..."
+
+
 def _add_ingress(builder: _Builder, ingress: KubeObject, source: SourceRef) -> None:
     spec = ingress.get("spec")
     if not isinstance(spec, Mapping):
         builder.problem(source, "spec", "missing or not an object; Ingress skipped")
         return
+    if not spec.get("rules") and spec.get("defaultBackend") is None:
+        builder.problem(source, "spec", "has neither rules nor a defaultBackend; nothing to serve")
     rule_hosts: list[str] = []
     rules = spec.get("rules")
     if rules is not None and not isinstance(rules, list):
@@ -202,7 +223,8 @@ def _add_ingress(builder: _Builder, ingress: KubeObject, source: SourceRef) -> N
 def _valid_host(builder: _Builder, source: SourceRef, field_path: str, raw: Any) -> str | None:
     if raw is None or raw == "":
         return ANY_HOST
-    host = raw.lower() if isinstance(raw, str) else None
+    # ASCII first: str.lower() maps some non-ASCII letters (the Kelvin sign) onto ASCII ones.
+    host = raw.lower() if isinstance(raw, str) and raw.isascii() else None
     wildcard = host is not None and host.startswith("*.")
     name = host[2:] if host is not None and wildcard else host
     if host is None or len(host) > MAX_DNS_NAME or not is_dns_subdomain(name) or _is_ip(host):
@@ -327,9 +349,16 @@ def _add_tls(builder: _Builder, source: SourceRef, spec: Mapping[str, Any], rule
         hosts_field = entry.get("hosts")
         if hosts_field is None or hosts_field == []:
             hosts = [(f"{tls_field}.hosts", h) for h in rule_hosts]
+        elif not isinstance(hosts_field, list):
+            builder.problem(source, f"{tls_field}.hosts", "is not a list of host names; TLS entry skipped")
+            continue
         else:
-            hosts = [(f"{tls_field}.hosts[{i}]", h) for i, h in enumerate(as_list(hosts_field))]
+            hosts = [(f"{tls_field}.hosts[{i}]", h) for i, h in enumerate(hosts_field)]
         for host_field, raw_host in hosts:
+            if raw_host is None or raw_host == "":
+                # In a rule an empty host means "any host"; TLS never applies to that.
+                builder.problem(source, host_field, "is empty; TLS needs a host name")
+                continue
             host = _valid_host(builder, source, host_field, raw_host)
             if host is None or host == ANY_HOST:
                 continue

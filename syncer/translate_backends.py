@@ -28,7 +28,9 @@ from syncer.snapshot import KubeObject, Snapshot
 
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 UPSTREAM_MODES = ("endpoints", "service")
-_PORT_NAME_RE = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")  # fullmatch: `$` allows a trailing newline
+# An IANA service name, as the API server requires of port names: at most 15 characters, lower-case letters,
+# digits and inner single hyphens, at least one letter (so a name never looks like a port number).
+_PORT_NAME_RE = re.compile(r"(?=.*[a-z])[a-z0-9]+(-[a-z0-9]+)*")  # fullmatch: `$` allows a trailing newline
 
 ProblemSink = Callable[[SourceRef, str, str], None]
 
@@ -87,7 +89,9 @@ class BackendResolver:
                 f"{shown(number)} is not a port from 1 to 65535; path skipped",
             )
             return None
-        if port_name is not None and not (isinstance(port_name, str) and _PORT_NAME_RE.fullmatch(port_name)):
+        if port_name is not None and not (
+            isinstance(port_name, str) and len(port_name) <= 15 and _PORT_NAME_RE.fullmatch(port_name)
+        ):
             self.problem(
                 source, f"{field_path}.service.port.name", f"{shown(port_name)} is not a port name; path skipped"
             )
@@ -161,7 +165,7 @@ class BackendResolver:
             )
             return unusable
         external = spec.get("externalName")
-        external = external.lower().rstrip(".") if isinstance(external, str) else external
+        external = external.lower().rstrip(".") if isinstance(external, str) and external.isascii() else external
         if not is_dns_subdomain(external):
             self.problem(
                 source,
@@ -223,8 +227,11 @@ def ready_endpoints(slices: Iterable[KubeObject], port_name: str) -> tuple[Endpo
 
 
 def _canonical_ip(value: Any) -> str | None:
-    """One spelling per address (`FD00:0::1` and `fd00::1` are one endpoint); None for anything not an IP."""
-    if not isinstance(value, str):
+    """One spelling per address (`FD00:0::1` and `fd00::1` are one endpoint); None for anything not an IP.
+
+    A zone (`fe80::1%eth0`) names an interface of the pod's node, meaningless to a proxy elsewhere, and
+    neither proxy accepts one."""
+    if not isinstance(value, str) or "%" in value:
         return None
     try:
         return str(ipaddress.ip_address(value))
