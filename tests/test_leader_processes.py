@@ -194,7 +194,7 @@ def test_one_writer_then_failover_on_kill_then_release_on_sigterm(
     clear_status(api)
     wait_until(lambda: lease_spec(api)["holderIdentity"] == ids[other_name], LEASE + 3, "the other to take over")
     takeover = time.monotonic() - killed
-    assert takeover < LEASE + 2 * (1 + 1.2) * RETRY + 0.5
+    assert takeover < LEASE + 2 * (1 + 1.2) * RETRY + 1.0  # a loaded 2-core CI machine needs the slack
     assert lease_spec(api)["leaseTransitions"] == transitions + 1
     after_kill = len(api.requests)
     wait_until(lambda: all_published(api), 5, "the new leader to write the status")
