@@ -83,7 +83,7 @@ class FileWriter:
         if not self.output_dir.is_dir():
             raise WriteError(f"output folder {self.output_dir} does not exist; create it (mkdir -p) or mount it")
         if not os.access(self.output_dir, os.W_OK | os.X_OK):
-            raise WriteError(f"output folder {self.output_dir} is not writable by this user")
+            raise WriteError(f"output folder {self.output_dir} is not writable (permissions or a read-only mount)")
 
     def meta(self) -> dict[str, Any]:
         """What the caller stored with the last write (the removal guard's memory), {} when nothing."""
@@ -262,11 +262,20 @@ def _sibling_staging_dir(output_dir: Path) -> Path | None:
     candidate = resolved.parent / f".{resolved.name}.syncer-staging"
     try:
         candidate.mkdir(mode=0o700, exist_ok=True)
-        if candidate.stat().st_dev != output_dir.stat().st_dev:
-            candidate.rmdir()  # a rename across filesystems is a copy, not atomic
-            return None
         for leftover in candidate.glob(f"*{TEMP_SUFFIX}"):
             leftover.unlink(missing_ok=True)  # from a process killed mid-write
+        # Same device is not enough: a bind mount of the same filesystem refuses renames (EXDEV) too. So
+        # try one: a rename into the folder is what every write will do.
+        probe = candidate / f".syncer-probe.{secrets.token_hex(4)}{TEMP_SUFFIX}"
+        probe.write_bytes(b"")
+        landed = output_dir / probe.name
+        try:
+            os.replace(probe, landed)
+        except OSError:
+            probe.unlink(missing_ok=True)
+            candidate.rmdir()
+            return None
+        landed.unlink(missing_ok=True)
     except OSError:
         return None
     return candidate
