@@ -5,6 +5,7 @@ from __future__ import annotations
 import difflib
 import errno
 import json
+import logging
 import os
 import re
 import secrets
@@ -18,6 +19,8 @@ from syncer.errors import WriteError
 
 # In a hidden subfolder: a proxy that watches the output folder (Envoy's watched_directory, Traefik's
 # file provider) reacts to every rename into it, and the manifest changes more often than the config.
+log = logging.getLogger("syncer.writer")
+
 MANIFEST_NAME = ".ingress-syncer/manifest.json"
 TEMP_SUFFIX = ".tmp"  # neither Traefik (*.yaml, *.yml, *.toml) nor Envoy (watched names only) loads these
 _PRIVATE_KEY_MARK = b"PRIVATE KEY-----"
@@ -207,8 +210,21 @@ class FileWriter:
                 return False
         except FileNotFoundError:
             pass
-        atomic_write(target, content, mode, self.staging_dir)
+        self._atomic_write(target, content, mode)
         return True
+
+    def _atomic_write(self, target: Path, content: bytes, mode: int) -> None:
+        try:
+            atomic_write(target, content, mode, self.staging_dir)
+        except OSError as exc:
+            if exc.errno != errno.EXDEV or self.staging_dir == target.parent:
+                raise
+            # Same device, yet no rename across: a bind mount. From now on temp files go beside the target
+            # (named so no proxy loads them); probing up front would cost the proxies a reload per run.
+            log.info("%s is a separate mount from %s: temp files go into the output folder", target.parent,
+                     self.staging_dir)  # fmt: skip
+            self._staging_dir, self._staging_chosen = None, True
+            atomic_write(target, content, mode, None)
 
     def _ensure_folder(self, folder: Path, private: bool) -> None:
         """Subfolders are ours: one that holds a private key is 0700. The output folder itself is the user's."""
@@ -225,7 +241,7 @@ class FileWriter:
         }
         body = json.dumps(manifest, indent=1, sort_keys=True).encode() + b"\n"
         (self.output_dir / MANIFEST_NAME).parent.mkdir(exist_ok=True)
-        atomic_write(self.output_dir / MANIFEST_NAME, body, 0o644, self.staging_dir)
+        self._atomic_write(self.output_dir / MANIFEST_NAME, body, 0o644)
 
 
 def atomic_write(target: Path, content: bytes, mode: int, staging_dir: Path | None = None) -> None:
@@ -262,20 +278,11 @@ def _sibling_staging_dir(output_dir: Path) -> Path | None:
     candidate = resolved.parent / f".{resolved.name}.syncer-staging"
     try:
         candidate.mkdir(mode=0o700, exist_ok=True)
+        if candidate.stat().st_dev != output_dir.stat().st_dev:
+            candidate.rmdir()  # a rename across filesystems is a copy, not atomic
+            return None
         for leftover in candidate.glob(f"*{TEMP_SUFFIX}"):
             leftover.unlink(missing_ok=True)  # from a process killed mid-write
-        # Same device is not enough: a bind mount of the same filesystem refuses renames (EXDEV) too. So
-        # try one: a rename into the folder is what every write will do.
-        probe = candidate / f".syncer-probe.{secrets.token_hex(4)}{TEMP_SUFFIX}"
-        probe.write_bytes(b"")
-        landed = output_dir / probe.name
-        try:
-            os.replace(probe, landed)
-        except OSError:
-            probe.unlink(missing_ok=True)
-            candidate.rmdir()
-            return None
-        landed.unlink(missing_ok=True)
     except OSError:
         return None
     return candidate

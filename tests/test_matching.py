@@ -39,6 +39,7 @@ ROUTING_NEUTRAL = (
     "already uses certificate",
     "no Ingress of this class is served",
     "has no ClusterIP",
+    "has neither rules nor a defaultBackend",
 )
 
 
