@@ -22,7 +22,7 @@ import warnings
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 import requests
 import urllib3
@@ -168,6 +168,18 @@ def _load_cert_chain(context: ssl.SSLContext, cert_pem: bytes, key_pem: bytes) -
         context.load_cert_chain(paths[0], paths[1])
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+@dataclass(frozen=True, slots=True)
+class _Failure:
+    status: int
+    message: str  # scrubbed of credentials
+    reason: str
+    details: Obj
+
+    @property
+    def server_said(self) -> str:
+        return f"; server said: {self.message}" if self.message else ""
 
 
 def _status_of(reply: _Reply) -> tuple[str, str, Obj]:
@@ -500,13 +512,29 @@ class KubeClient:
         self._log_warnings(reply, call)
         return reply
 
-    def _unauthorized(self, call: _Call, status: int, server_said: str) -> KubeUnauthorized:
-        return KubeUnauthorized(
-            f"unauthorized: the API server refused the credentials from "
-            f"{self._cluster.describe or 'the cluster config'} for {call.action}, even after "
-            f"refreshing them{server_said}",
+    def _failure(self, call: _Call, reply: _Reply) -> _Failure:
+        """What a refused request's Status says (scrubbed); a 401 is raised here, the same for every call."""
+        message, reason, details = _status_of(reply)
+        failure = _Failure(reply.status, self._scrub(message), reason, details)
+        if reply.status == 401:
+            raise KubeUnauthorized(
+                f"unauthorized: the API server refused the credentials from "
+                f"{self._cluster.describe or 'the cluster config'} for {call.action}, even after "
+                f"refreshing them{failure.server_said}",
+                resource=call.resource,
+                status=reply.status,
+            )
+        return failure
+
+    @staticmethod
+    def _refused(call: _Call, reply: _Reply, failure: _Failure, what: str) -> NoReturn:
+        """The end of every error mapping: 429 and 5xx are worth a retry, anything else is final."""
+        if reply.status == 429 or reply.status >= 500:
+            raise _transient(reply, failure.message, failure.reason, failure.details)
+        raise KubeRequestError(
+            f"{what} refused: HTTP {reply.status} {failure.reason}".rstrip() + failure.server_said,
             resource=call.resource,
-            status=status,
+            status=reply.status,
         )
 
     def _get_once(
@@ -517,13 +545,9 @@ class KubeClient:
         reply = self._send_authorized(call, "GET", path, refreshed, params)
         if reply.status == 200:
             return self._parse_list(reply)
-        message, reason, details = _status_of(reply)
-        message = self._scrub(message)
-        server_said = f"; server said: {message}" if message else ""
+        failure = self._failure(call, reply)
+        server_said, reason, status = failure.server_said, failure.reason, reply.status
         scope = f'namespace "{namespace}"' if namespace and kind.namespaced else "cluster-wide"
-        status = reply.status
-        if status == 401:
-            raise self._unauthorized(call, status, server_said)
         if status == 403:
             group = f'API group "{kind.group}"' if kind.group else 'the core API group ("")'
             raise KubeForbidden(
@@ -544,11 +568,7 @@ class KubeClient:
             raise KubeExpired(
                 f"expired: list of {resource} ({reason or 'Gone'}){server_said}", resource=resource, status=status
             )
-        if status == 429 or status >= 500:
-            raise _transient(reply, message, reason, details)
-        raise KubeRequestError(
-            f"list {resource} refused: HTTP {status} {reason}".rstrip() + server_said, resource=resource, status=status
-        )
+        self._refused(call, reply, failure, f"list {resource}")
 
     def _parse_list(self, reply: _Reply) -> Obj:
         try:
@@ -665,12 +685,8 @@ class KubeClient:
         reply = self._send_authorized(call, "PATCH", path, refreshed, body=body, content_type=MERGE_PATCH)
         if 200 <= reply.status < 300:
             return
-        message, reason, details = _status_of(reply)
-        message = self._scrub(message)
-        server_said = f"; server said: {message}" if message else ""
-        status = reply.status
-        if status == 401:
-            raise self._unauthorized(call, status, server_said)
+        failure = self._failure(call, reply)
+        server_said, status = failure.server_said, reply.status
         if status == 403:
             raise KubeForbidden(
                 f'forbidden: cannot {call.action}: grant verb "patch" on resource "{INGRESS_STATUS_RESOURCE}" '
@@ -685,13 +701,7 @@ class KubeClient:
                 resource=call.resource,
                 status=status,
             )
-        if status == 429 or status >= 500:
-            raise _transient(reply, message, reason, details)
-        raise KubeRequestError(
-            f"{call.action} refused: HTTP {status} {reason}".rstrip() + server_said,
-            resource=call.resource,
-            status=status,
-        )
+        self._refused(call, reply, failure, call.action)
 
     # --- Leases (leader election) ----------------------------------------------------------------
     def get_lease(self, namespace: str, name: str) -> Obj | None:
@@ -752,12 +762,8 @@ class KubeClient:
         reply = self._send_authorized(call, method, path, refreshed, body=body, content_type=content_type)
         if 200 <= reply.status < 300:
             return self._parse_object(reply, kind)
-        message, reason, details = _status_of(reply)
-        message = self._scrub(message)
-        server_said = f"; server said: {message}" if message else ""
-        status = reply.status
-        if status == 401:
-            raise self._unauthorized(call, status, server_said)
+        failure = self._failure(call, reply)
+        server_said, reason, status = failure.server_said, failure.reason, reply.status
         if status == 403:
             group = f'API group "{kind.group}"' if kind.group else 'the core API group ("")'
             raise KubeForbidden(
@@ -778,13 +784,7 @@ class KubeClient:
                 reason=reason,
                 status=status,
             )
-        if status == 429 or status >= 500:
-            raise _transient(reply, message, reason, details)
-        raise KubeRequestError(
-            f"{call.action} refused: HTTP {status} {reason}".rstrip() + server_said,
-            resource=call.resource,
-            status=status,
-        )
+        self._refused(call, reply, failure, call.action)
 
     def _parse_object(self, reply: _Reply, kind: ResourceKind) -> Obj:
         try:
