@@ -11,7 +11,6 @@ import re
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -20,6 +19,7 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.cluster import SyncerProcess
 from tests.fakeapi import FakeKubeAPI, RecordedRequest
 from tests.test_api_source import load_demo
 
@@ -42,8 +42,8 @@ def wait_until(condition: Callable[[], Any], timeout: float, what: str) -> Any:
         time.sleep(0.02)
 
 
-class Replica:
-    """One `python -m syncer run --leader-elect` process; its stderr is collected line by line."""
+class Replica(SyncerProcess):
+    """One `python -m syncer run --leader-elect` process with its own output folder and credentials."""
 
     def __init__(self, name: str, api: FakeKubeAPI, root: Path) -> None:
         self.name = name
@@ -70,7 +70,6 @@ class Replica:
                 }
             )
         )
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("SYNCER_", "KUBECONFIG", "KUBERNETES_"))}
         args = [
             *("run", "--interval", "0.3", "--kubeconfig", str(kubeconfig), "--output-dir", str(self.out)),
             *("--publish-address", ADDRESS, "--leader-elect"),
@@ -78,21 +77,7 @@ class Replica:
             *("--leader-elect-lease-duration", str(LEASE), "--leader-elect-renew-deadline", str(RENEW)),
             *("--leader-elect-retry-period", str(RETRY)),
         ]
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "syncer", *args], cwd=REPO, env=env, stderr=subprocess.PIPE, text=True
-        )
-        self.lines: list[str] = []
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.proc.stderr is not None
-        for line in self.proc.stderr:
-            self.lines.append(line)
-
-    @property
-    def log(self) -> str:
-        return "".join(self.lines)
+        super().__init__(args)
 
     def identity(self) -> str | None:
         found = re.search(rf"leader election for Lease {LEASE_NS}/{LEASE_NAME} as (\S+) ", self.log)
@@ -100,12 +85,6 @@ class Replica:
 
     def files(self) -> list[str]:
         return sorted(str(p.relative_to(self.out)) for p in self.out.rglob("*") if p.is_file())
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait(timeout=10)
-        self._reader.join(timeout=5)
 
 
 @pytest.fixture
