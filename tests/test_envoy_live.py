@@ -7,7 +7,6 @@ real FileWriter, and one Envoy (started on `bootstrap_config`, never restarted) 
 
 from __future__ import annotations
 
-import base64
 import collections
 import contextlib
 import http.client
@@ -36,11 +35,20 @@ from syncer.source import ApiSource
 from syncer.writer import FileWriter
 from tests.envoy_proxy import EnvoyProcess, EnvoyStartError, find_envoy
 from tests.fakeapi import TEST_TOKEN, FakeKubeAPI
+from tests.live_objects import (
+    CLASS,
+    NS,
+    Obj,
+    backend_of,
+    backend_ref,
+    default_backend_ingress,
+    ingress_class,
+    serial_of,
+    service,
+    tls_secret,
+)
 from tests.proxies import LOOPBACK, EchoServer, Reply, free_port, request
 
-NS = "live"
-CLASS = "syncer"
-CONTROLLER = "ingress-syncer.dev/controller"
 PROPAGATION_LIMIT = 2.0  # seconds from the end of a cycle to the new state answering requests
 POLL_TIMEOUT = 10.0  # how long a poll keeps trying before it reports what it saw last
 _POLL_INTERVAL = 0.005
@@ -65,7 +73,6 @@ BACKEND_ADDRESSES = {
     "scale-3": "127.0.0.193",
 }
 
-Obj = dict[str, Any]
 Timing = tuple[str, float, float]  # what changed, seconds from the end of the cycle to it answering, cycle seconds
 T = TypeVar("T")
 
@@ -191,6 +198,27 @@ def wait_until_live(envoy: EnvoyProcess, xds_dir: Path) -> None:
     poll_until(active, f"{listeners} active listener(s)")
 
 
+def endpoint_slice(
+    live: Live, service_name: str, ready: Sequence[str], not_ready: Sequence[str] = (), terminating: Sequence[str] = ()
+) -> Obj:
+    endpoints = [{"addresses": [BACKEND_ADDRESSES[n]], "conditions": {"ready": True}} for n in ready]
+    endpoints += [{"addresses": [BACKEND_ADDRESSES[n]], "conditions": {"ready": False}} for n in not_ready]
+    endpoints += [
+        {"addresses": [BACKEND_ADDRESSES[n]], "conditions": {"ready": False, "serving": True, "terminating": True}}
+        for n in terminating
+    ]
+    return {
+        "metadata": {
+            "name": f"{service_name}-slice",
+            "namespace": NS,
+            "labels": {"kubernetes.io/service-name": service_name},
+        },
+        "addressType": "IPv4",
+        "ports": [{"name": "http", "port": live.port, "protocol": "TCP"}],
+        "endpoints": endpoints,
+    }
+
+
 def start_backends() -> tuple[contextlib.ExitStack, dict[str, EchoServer], int]:
     """All echo servers on one free port; another port when some address has it taken meanwhile."""
     first_address = next(iter(BACKEND_ADDRESSES.values()))
@@ -255,39 +283,6 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
 # --- objects ------------------------------------------------------------------------------------------
 
 
-def ingress_class() -> Obj:
-    return {"metadata": {"name": CLASS}, "spec": {"controller": CONTROLLER}}
-
-
-def service(name: str) -> Obj:
-    return {"metadata": {"name": name, "namespace": NS}, "spec": {"ports": [{"name": "http", "port": 80}]}}
-
-
-def endpoint_slice(
-    live: Live, service_name: str, ready: Sequence[str], not_ready: Sequence[str] = (), terminating: Sequence[str] = ()
-) -> Obj:
-    endpoints = [{"addresses": [BACKEND_ADDRESSES[n]], "conditions": {"ready": True}} for n in ready]
-    endpoints += [{"addresses": [BACKEND_ADDRESSES[n]], "conditions": {"ready": False}} for n in not_ready]
-    endpoints += [
-        {"addresses": [BACKEND_ADDRESSES[n]], "conditions": {"ready": False, "serving": True, "terminating": True}}
-        for n in terminating
-    ]
-    return {
-        "metadata": {
-            "name": f"{service_name}-slice",
-            "namespace": NS,
-            "labels": {"kubernetes.io/service-name": service_name},
-        },
-        "addressType": "IPv4",
-        "ports": [{"name": "http", "port": live.port, "protocol": "TCP"}],
-        "endpoints": endpoints,
-    }
-
-
-def backend_ref(service_name: str) -> Obj:
-    return {"service": {"name": service_name, "port": {"number": 80}}}
-
-
 def ingress(name: str, host: str, service_name: str, *, path: str = "/", tls_secret: str | None = None) -> Obj:
     spec: Obj = {
         "ingressClassName": CLASS,
@@ -303,37 +298,7 @@ def ingress(name: str, host: str, service_name: str, *, path: str = "/", tls_sec
     return {"metadata": {"name": name, "namespace": NS}, "spec": spec}
 
 
-def default_backend_ingress(name: str, service_name: str) -> Obj:
-    return {
-        "metadata": {"name": name, "namespace": NS},
-        "spec": {"ingressClassName": CLASS, "defaultBackend": backend_ref(service_name)},
-    }
-
-
-def tls_secret(name: str, leaf: trustme.LeafCert) -> Obj:
-    chain = b"".join(blob.bytes() for blob in leaf.cert_chain_pems)
-    return {
-        "metadata": {"name": name, "namespace": NS},
-        "type": "kubernetes.io/tls",
-        "data": {
-            "tls.crt": base64.b64encode(chain).decode(),
-            "tls.key": base64.b64encode(leaf.private_key_pem.bytes()).decode(),
-        },
-    }
-
-
-def serial_of(leaf: trustme.LeafCert) -> int:
-    return x509.load_pem_x509_certificate(leaf.cert_chain_pems[0].bytes()).serial_number
-
-
 # --- clients and probes -------------------------------------------------------------------------------
-
-
-def backend_of(reply: Reply) -> str | None:
-    """The echo backend that answered, or None for anything but a 200 from an echo server."""
-    if reply.status != 200 or not isinstance(reply.body, dict) or "backend" not in reply.body:
-        return None
-    return str(reply.body["backend"])
 
 
 def poll_until(check: Callable[[], T | None], what: str, timeout: float = POLL_TIMEOUT) -> tuple[T, float]:

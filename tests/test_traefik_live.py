@@ -7,7 +7,6 @@ EndpointSlice points at echo servers this module started on loopback.
 
 from __future__ import annotations
 
-import base64
 import collections
 import contextlib
 import socket
@@ -17,7 +16,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 from urllib.parse import urlsplit
 
 import pytest
@@ -34,11 +33,20 @@ from syncer.resources import ResourceKind
 from syncer.source import ApiSource
 from syncer.writer import FileWriter
 from tests.fakeapi import TEST_TOKEN, FakeKubeAPI
+from tests.live_objects import (
+    CLASS,
+    NS,
+    Obj,
+    backend_of,
+    backend_ref,
+    default_backend_ingress,
+    ingress_class,
+    serial_of,
+    service,
+    tls_secret,
+)
 from tests.proxies import EchoServer, Reply, TraefikProcess, find_traefik, free_port, request
 
-NS = "live"
-CLASS = "syncer"
-CONTROLLER = "ingress-syncer.dev/controller"
 DEFAULT_CERT_CN = "TRAEFIK DEFAULT CERT"
 PROPAGATION_LIMIT = 3.0  # seconds from the end of a cycle to the new state answering requests
 POLL_TIMEOUT = 10.0  # how long a poll keeps trying before it reports what it saw last
@@ -65,7 +73,6 @@ BACKEND_ADDRESSES = {
     "scale-3": "127.0.0.93",
 }
 
-Obj = dict[str, Any]
 T = TypeVar("T")
 
 
@@ -114,6 +121,27 @@ def generation_rule(config_file: Path) -> str:
     return str(rule)
 
 
+def endpoint_slice(
+    live: Live, service_name: str, ready: Sequence[str], not_ready: Sequence[str] = (), terminating: Sequence[str] = ()
+) -> Obj:
+    endpoints = [{"addresses": [BACKEND_ADDRESSES[n]], "conditions": {"ready": True}} for n in ready]
+    endpoints += [{"addresses": [BACKEND_ADDRESSES[n]], "conditions": {"ready": False}} for n in not_ready]
+    endpoints += [
+        {"addresses": [BACKEND_ADDRESSES[n]], "conditions": {"ready": False, "serving": True, "terminating": True}}
+        for n in terminating
+    ]
+    return {
+        "metadata": {
+            "name": f"{service_name}-slice",
+            "namespace": NS,
+            "labels": {"kubernetes.io/service-name": service_name},
+        },
+        "addressType": "IPv4",
+        "ports": [{"name": "http", "port": live.port, "protocol": "TCP"}],
+        "endpoints": endpoints,
+    }
+
+
 def start_backends() -> tuple[contextlib.ExitStack, dict[str, EchoServer], int]:
     """All echo servers on one free port; another port when some address has it taken meanwhile."""
     first_address = next(iter(BACKEND_ADDRESSES.values()))
@@ -153,39 +181,6 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
 # --- objects ------------------------------------------------------------------------------------------
 
 
-def ingress_class() -> Obj:
-    return {"metadata": {"name": CLASS}, "spec": {"controller": CONTROLLER}}
-
-
-def service(name: str) -> Obj:
-    return {"metadata": {"name": name, "namespace": NS}, "spec": {"ports": [{"name": "http", "port": 80}]}}
-
-
-def endpoint_slice(
-    live: Live, service_name: str, ready: Sequence[str], not_ready: Sequence[str] = (), terminating: Sequence[str] = ()
-) -> Obj:
-    endpoints = [{"addresses": [BACKEND_ADDRESSES[n]], "conditions": {"ready": True}} for n in ready]
-    endpoints += [{"addresses": [BACKEND_ADDRESSES[n]], "conditions": {"ready": False}} for n in not_ready]
-    endpoints += [
-        {"addresses": [BACKEND_ADDRESSES[n]], "conditions": {"ready": False, "serving": True, "terminating": True}}
-        for n in terminating
-    ]
-    return {
-        "metadata": {
-            "name": f"{service_name}-slice",
-            "namespace": NS,
-            "labels": {"kubernetes.io/service-name": service_name},
-        },
-        "addressType": "IPv4",
-        "ports": [{"name": "http", "port": live.port, "protocol": "TCP"}],
-        "endpoints": endpoints,
-    }
-
-
-def backend_ref(service_name: str) -> Obj:
-    return {"service": {"name": service_name, "port": {"number": 80}}}
-
-
 def ingress(name: str, host: str, service_name: str, *, tls_secret: str | None = None) -> Obj:
     spec: Obj = {
         "ingressClassName": CLASS,
@@ -201,37 +196,7 @@ def ingress(name: str, host: str, service_name: str, *, tls_secret: str | None =
     return {"metadata": {"name": name, "namespace": NS}, "spec": spec}
 
 
-def default_backend_ingress(name: str, service_name: str) -> Obj:
-    return {
-        "metadata": {"name": name, "namespace": NS},
-        "spec": {"ingressClassName": CLASS, "defaultBackend": backend_ref(service_name)},
-    }
-
-
-def tls_secret(name: str, leaf: trustme.LeafCert) -> Obj:
-    chain = b"".join(blob.bytes() for blob in leaf.cert_chain_pems)
-    return {
-        "metadata": {"name": name, "namespace": NS},
-        "type": "kubernetes.io/tls",
-        "data": {
-            "tls.crt": base64.b64encode(chain).decode(),
-            "tls.key": base64.b64encode(leaf.private_key_pem.bytes()).decode(),
-        },
-    }
-
-
-def serial_of(leaf: trustme.LeafCert) -> int:
-    return x509.load_pem_x509_certificate(leaf.cert_chain_pems[0].bytes()).serial_number
-
-
 # --- probes -------------------------------------------------------------------------------------------
-
-
-def backend_of(reply: Reply) -> str | None:
-    """The echo backend that answered, or None for anything but a 200 from an echo server."""
-    if reply.status != 200 or not isinstance(reply.body, dict) or "backend" not in reply.body:
-        return None
-    return str(reply.body["backend"])
 
 
 def poll_until(check: Callable[[], T | None], what: str, timeout: float = POLL_TIMEOUT) -> tuple[T, float]:
