@@ -23,12 +23,12 @@ ends in a catch-all for the default backend (or 404), and the port of the Host h
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
 from renderers.options import check_known_options
+from syncer import jsoncodec
 from syncer.errors import ConfigError, RenderError
 from syncer.model import Backend, PathMatch, Route, RoutingModel, TLSCert, VirtualHost
 
@@ -52,9 +52,8 @@ def file_name(model_name: str) -> str:
 
 
 def discovery_response(resources: list[dict[str, Any]]) -> bytes:
-    body = json.dumps(resources, sort_keys=True, separators=(",", ":"))
-    version = hashlib.sha256(body.encode()).hexdigest()[:16]
-    return json.dumps({"version_info": version, "resources": resources}, sort_keys=True, indent=1).encode() + b"\n"
+    version = hashlib.sha256(jsoncodec.dumps_compact(resources)).hexdigest()[:16]
+    return jsoncodec.dumps_pretty({"version_info": version, "resources": resources})
 
 
 def _socket_address(address: str, port: int) -> dict[str, Any]:
@@ -151,10 +150,10 @@ class EnvoyRenderer:
         if old_cds is None or "cds.json" not in files:
             return []
         try:
-            old_clusters = {c["name"]: c for c in json.loads(old_cds)["resources"]}
+            old_clusters = {c["name"]: c for c in jsoncodec.loads(old_cds)["resources"]}
         except (ValueError, KeyError, TypeError):
             return []  # not ours to interpret: the final write replaces it
-        new_clusters = json.loads(files["cds.json"])["resources"]
+        new_clusters = jsoncodec.loads(files["cds.json"])["resources"]
         kept = {c["name"] for c in new_clusters}
         leaving = [cluster for name, cluster in sorted(old_clusters.items()) if name not in kept]
         if not leaving:

@@ -1,9 +1,9 @@
 """RoutingModel -> Traefik v3 file-provider dynamic configuration. Pure, no I/O.
 
-Layout: one file, `ingress-syncer.yaml`. Traefik rebuilds everything on every event whatever the
-layout, one bad file freezes the whole provider, and references across files can dangle for a moment
-while files are replaced one by one; a single file is replaced in one atomic rename, so Traefik only
-ever sees complete, self-consistent revisions.
+Layout: one file, `ingress-syncer.yaml`, written as JSON (JSON is YAML, and Traefik loads it). Traefik
+rebuilds everything on every event whatever the layout, one bad file freezes the whole provider, and
+references across files can dangle for a moment while files are replaced one by one; a single file is
+replaced in one atomic rename, so Traefik only ever sees complete, self-consistent revisions.
 
 Certificates and keys are files of their own in `certs/` (the writer keeps key files 0600 in a 0700
 folder, and the main file stays free of key material). Their names carry a hash of their content, so a
@@ -21,6 +21,7 @@ from typing import Any, ClassVar
 import yaml
 
 from renderers.options import check_known_options, parse_bool
+from syncer import jsoncodec
 from syncer.errors import ConfigError, RenderError
 from syncer.model import PathMatch, Route, RoutingModel, VirtualHost
 
@@ -131,9 +132,8 @@ class TraefikRenderer:
                     {"certFile": f"{self.config_dir}/{stem}.crt", "keyFile": f"{self.config_dir}/{stem}.key"}
                 )
             config["tls"] = {"certificates": entries}
-        body = self._dump(config)
         # The generation marker names this exact revision, so anyone can check through Traefik's API that it is live.
-        generation = hashlib.sha256(body).hexdigest()[:16]
+        generation = hashlib.sha256(jsoncodec.dumps_compact(config)).hexdigest()[:16]
         routers[GENERATION_ROUTER] = {
             "entryPoints": [self.http_entrypoint],
             "rule": f"Host({go_string(f'g-{generation}.generation.invalid')})",
@@ -198,13 +198,13 @@ class TraefikRenderer:
 
     @staticmethod
     def _dump(config: dict[str, Any]) -> bytes:
-        text = yaml.dump(
-            config, Dumper=_Dumper, sort_keys=True, default_flow_style=False, allow_unicode=False, width=1 << 30
-        )
-        if "{{" in text:
+        # JSON is YAML, and Traefik loads it from a .yaml file; a JSON encoder is ~20x faster than a YAML one
+        # at 10,000 routers, and every name and rule is plain ASCII anyway (go_string escapes the rest).
+        body = jsoncodec.dumps_pretty(config)
+        if b"{{" in body:
             # Traefik runs every dynamic file through Go templates first: this must never reach it.
             raise RenderError("rendered Traefik configuration contains '{{'; refusing to write it")
-        return text.encode("utf-8")
+        return body
 
 
 def _host_port(address: str, port: int) -> str:

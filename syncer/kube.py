@@ -35,7 +35,7 @@ from tenacity import (
     stop_before_delay,
 )
 
-from syncer import __version__
+from syncer import __version__, jsoncodec
 from syncer.errors import (
     ConfigError,
     KubeBadResponse,
@@ -185,7 +185,7 @@ class _Failure:
 def _status_of(reply: _Reply) -> tuple[str, str, Obj]:
     """(message, reason, details) of a Status body; plain-text bodies (APF 429s, proxies) give their first line."""
     try:
-        body = json.loads(reply.body)
+        body = jsoncodec.loads(reply.body)
     except ValueError:
         body = None
     if isinstance(body, dict) and body.get("kind") == "Status":
@@ -572,7 +572,7 @@ class KubeClient:
 
     def _parse_list(self, reply: _Reply) -> Obj:
         try:
-            body = json.loads(reply.body)
+            body = jsoncodec.loads(reply.body)
         except ValueError:
             ctype = reply.headers.get("Content-Type", "?")
             raise _Transient(
@@ -788,7 +788,7 @@ class KubeClient:
 
     def _parse_object(self, reply: _Reply, kind: ResourceKind) -> Obj:
         try:
-            body = json.loads(reply.body)
+            body = jsoncodec.loads(reply.body)
         except ValueError:
             ctype = reply.headers.get("Content-Type", "?")
             raise _Transient(

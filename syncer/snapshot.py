@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from syncer import jsoncodec
 from syncer.resources import WATCHED_KINDS
 
 KubeObject = Mapping[str, Any]
@@ -42,8 +42,7 @@ def essence(obj: KubeObject) -> dict[str, Any]:
 
 def fingerprint(obj: KubeObject) -> str:
     """A stable digest of the essence. Secret bytes go in only as a digest, so they never reach a log."""
-    encoded = json.dumps(essence(obj), sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(encoded.encode()).hexdigest()
+    return hashlib.sha256(jsoncodec.dumps_compact(essence(obj))).hexdigest()
 
 
 def object_key(kind: str, obj: KubeObject) -> ObjectKey:

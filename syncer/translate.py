@@ -238,6 +238,8 @@ def _valid_host(builder: _Builder, source: SourceRef, field_path: str, raw: Any)
 
 
 def _is_ip(host: str) -> bool:
+    if ":" not in host and not host[-1:].isdigit():
+        return False  # an IPv4 address ends in a digit, an IPv6 one has colons: most host names stop here
     try:
         ipaddress.ip_address(host)
     except ValueError:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import socket
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeGuard
@@ -233,6 +234,14 @@ def _canonical_ip(value: Any) -> str | None:
     neither proxy accepts one."""
     if not isinstance(value, str) or "%" in value:
         return None
+    if ":" not in value:
+        # The C parser's round trip: a dotted quad it prints back unchanged is valid and already canonical
+        # (50,000 endpoints at 10,000 Services; `ipaddress` costs ten times more). Anything else is decided below.
+        try:
+            if socket.inet_ntop(socket.AF_INET, socket.inet_pton(socket.AF_INET, value)) == value:
+                return value
+        except (OSError, ValueError):
+            pass
     try:
         return str(ipaddress.ip_address(value))
     except ValueError:
