@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import logging
@@ -17,6 +18,7 @@ from syncer import __version__
 from syncer.config import LOG_FORMATS, LOG_LEVELS, Config
 from syncer.errors import ConfigError, SyncerError
 from syncer.guard import RemovalGuard
+from syncer.identity import run_identity
 from syncer.kube import KubeClient
 from syncer.kubeconfig import in_cluster_namespace, load_cluster_config
 from syncer.leader import LEASE_DURATION, RENEW_DEADLINE, RETRY_PERIOD, LeaderElector
@@ -236,7 +238,7 @@ def once(**options: Any) -> None:
     type=float,
     default=10.0,
     show_default=True,
-    help="Seconds between cycles (±10% jitter).",
+    help="Seconds from the start of one cycle to the start of the next (±10% jitter).",
     **_env("INTERVAL"),
 )
 @click.option(
@@ -443,6 +445,15 @@ def _build(config: Config) -> Syncer:
         guard=guard,
         metrics=metrics,
         elector=_elector(config, client, metrics),
+        identity=run_identity(
+            {
+                "renderer": config.renderer,
+                "renderer_options": config.renderer_options.get(config.renderer, {}),
+                "output_dir": output_dir,
+                "translate": dataclasses.asdict(options),
+            },
+            renderer,
+        ),
     )
 
 

@@ -19,17 +19,22 @@ from typing import Any, TextIO
 
 from syncer.errors import KubeError, RemovalHeld, RenderError, SourceError, SyncerError, WriteError
 from syncer.guard import RemovalGuard
+from syncer.identity import input_key
 from syncer.leader import LeaderElector
 from syncer.metrics import Metrics
-from syncer.model import Problem, RoutingModel, SourceRef
+from syncer.model import RoutingModel, SourceRef
 from syncer.plugins import Renderer
 from syncer.snapshot import Snapshot, diff
 from syncer.source import Source
 from syncer.status import StatusPublisher
-from syncer.translate import TranslateOptions, Translation, translate
+from syncer.translate import TranslateOptions, translate
 from syncer.writer import FileWriter, WriteResult
 
 log = logging.getLogger("syncer.loop")
+
+# Problems kept with the files, for a later run that finds nothing new to repeat them: enough for any real
+# cluster, bounded for a hostile one.
+MAX_KEPT_PROBLEMS = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +60,7 @@ class Syncer:
         guard: RemovalGuard | None = None,
         metrics: Metrics | None = None,
         elector: LeaderElector | None = None,
+        identity: str | None = None,
     ) -> None:
         self.source = source
         self.renderer = renderer
@@ -66,6 +72,9 @@ class Syncer:
         self.guard = guard
         self.metrics = metrics
         self.elector = elector  # with one, only the leader writes Ingress status; every replica writes its files
+        # syncer.identity.run_identity of the code and settings; with one, a fresh process whose snapshot the
+        # files on disk were already written from leaves them alone (no translation, no rendering).
+        self.identity = identity
         self.last_snapshot: Snapshot | None = None
         self.last_served: tuple[SourceRef, ...] = ()
         self.reported_problems: set[str] = set()
@@ -88,21 +97,32 @@ class Syncer:
         changes = diff(self.last_snapshot, snapshot)
         log.info("cycle: %s", changes.summary())
         if self.last_snapshot is not None and changes.is_empty:
+            self._prune()
             # Status is not part of the diff: a failed write, or a new load-balancer address, is still due.
             self._publish(snapshot)
             return CycleResult(changed_input=False, seconds=time.monotonic() - started)
+        key = input_key(self.identity, snapshot) if self.identity is not None else None
+        if self.last_snapshot is None and self._already_written(key, snapshot):
+            self.last_snapshot = snapshot
+            self._prune()
+            return CycleResult(changed_input=False, seconds=time.monotonic() - started)
         now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
         translation = translate(snapshot, self.translate_options, now)
-        self._report_problems(translation.problems)
+        problems = [(p.source.kind, str(p)) for p in translation.problems]
+        self._report_problems([text for _, text in problems])
         files = self._render(translation.model)
-        self._observe(snapshot, translation)
+        counts = _counts(translation.model)
+        self._observe(snapshot, counts, [kind for kind, _ in problems])
         if self.dry_run:
             preview = self.writer.preview(files)
             self.preview_out.write(preview or "# no changes\n")
             self.preview_out.flush()
             result = None
         else:
-            meta = self._check_removal(translation.model, files)
+            self._check_removal(translation.model, files)
+            meta = {"routes": counts["routes"], "counts": counts, "problems": problems[:MAX_KEPT_PROBLEMS]}
+            if key is not None:
+                meta["input"] = key
             result = self._write(files, meta)
             if self.metrics is not None:
                 self.metrics.files_written.inc(len(result.written))
@@ -137,12 +157,48 @@ class Syncer:
                 for name in ("written", "cleared", "failed"):
                     self.metrics.status_writes.labels(name).inc(getattr(outcome, name, 0))
 
-    def _check_removal(self, model: RoutingModel, files: Mapping[str, bytes]) -> dict[str, Any]:
-        """The writer's memory for the next cycle; RemovalHeld when the guard holds this model back."""
+    def _already_written(self, key: str | None, snapshot: Snapshot) -> bool:
+        """Whether the files on disk were written from this very input, by this code with these settings, and
+        are still as written: then the first cycle of a process has nothing to do. It repeats what the run
+        that wrote them reported (problems, counts), as a full cycle would."""
+        if key is None or self.dry_run or self.publisher is not None:
+            return False  # status write-back needs the translation (which Ingresses are served)
+        meta = self.writer.meta()
+        if meta.get("input") != key or not self.writer.intact():
+            return False
+        counts = meta.get("counts")
+        counts = counts if isinstance(counts, dict) else {}
+        stored = meta.get("problems")
+        stored = stored if isinstance(stored, list) else []
+        problems = [(str(p[0]), str(p[1])) for p in stored if isinstance(p, list) and len(p) == 2]
+        self._report_problems([text for _, text in problems])
+        self._observe(snapshot, counts, [kind for kind, _ in problems])
+        log.info(
+            "input unchanged since the files in %s were written from it (%s routes, %s backends): nothing to write",
+            self.writer.output_dir,
+            counts.get("routes", "?"),
+            counts.get("backends", "?"),
+        )
+        return True
+
+    def _prune(self) -> None:
+        """Files kept past their last use (Envoy's draining listeners still read them) go once their delay is
+        over, even when no new input arrives to trigger a write."""
+        if self.dry_run:
+            return
+        prune_delay = getattr(self.renderer, "prune_delay", None)
+        removed = self.writer.prune(prune_delay if callable(prune_delay) else 0.0)
+        if removed:
+            log.info("removed %d file(s) no longer in use from %s", len(removed), self.writer.output_dir)
+            if self.metrics is not None:
+                self.metrics.files_removed.inc(len(removed))
+
+    def _check_removal(self, model: RoutingModel, files: Mapping[str, bytes]) -> None:
+        """RemovalHeld when the guard holds this model back (its memory is in the writer's meta)."""
         meta = self.writer.meta()
         routes = model.route_count()
         if self.guard is None:
-            return {"routes": routes}
+            return
         previous = meta.get("routes")
         digest = hashlib.sha256()
         for name, content in files.items():
@@ -161,9 +217,8 @@ class Syncer:
             raise RemovalHeld(f"mass-removal guard: {decision.message}")
         if decision.message:
             log.warning("mass-removal guard: %s", decision.message)
-        return {"routes": routes}
 
-    def _observe(self, snapshot: Snapshot, translation: Translation) -> None:
+    def _observe(self, snapshot: Snapshot, counts: Mapping[str, Any], problem_kinds: list[str]) -> None:
         if self.metrics is None:
             return
         kinds: dict[str, int] = {}
@@ -171,16 +226,11 @@ class Syncer:
             kinds[key.kind] = kinds.get(key.kind, 0) + 1
         for kind in ("IngressClass", "Ingress", "Service", "EndpointSlice", "Secret"):
             self.metrics.objects.labels(kind).set(kinds.get(kind, 0))
-        problems: dict[str, int] = {}
-        for problem in translation.problems:
-            problems[problem.source.kind] = problems.get(problem.source.kind, 0) + 1
         for kind in ("IngressClass", "Ingress", "Service", "Secret"):
-            self.metrics.problems.labels(kind).set(problems.get(kind, 0))
-        model = translation.model
-        self.metrics.rendered.labels("routes").set(model.route_count())
-        self.metrics.rendered.labels("backends").set(len(model.backends))
-        self.metrics.rendered.labels("endpoints").set(sum(len(b.endpoints) for b in model.backends))
-        self.metrics.rendered.labels("certificates").set(len(model.certificates))
+            self.metrics.problems.labels(kind).set(problem_kinds.count(kind))
+        for name in ("routes", "backends", "endpoints", "certificates"):
+            value = counts.get(name)
+            self.metrics.rendered.labels(name).set(value if isinstance(value, int) else 0)
 
     def _write(self, files: dict[str, bytes], meta: Mapping[str, Any] | None = None) -> WriteResult:
         """The renderer's intermediate steps first (if it has any), then the files themselves."""
@@ -202,9 +252,9 @@ class Syncer:
         unchanged = tuple(name for name in final.unchanged if name not in written)
         return WriteResult(tuple(written), unchanged, final.removed)
 
-    def _report_problems(self, problems: tuple[Problem, ...]) -> None:
+    def _report_problems(self, problems: list[str]) -> None:
         """Each problem is logged once, when it first appears, and once more when it is gone."""
-        current = {str(p) for p in problems}
+        current = set(problems)
         for text in sorted(current - self.reported_problems):
             log.warning("problem: %s", text)
         for text in sorted(self.reported_problems - current):
@@ -224,6 +274,15 @@ class Syncer:
         except Exception as exc:  # a third-party renderer may fail in any way; nothing gets written
             raise RenderError(f"renderer {self.renderer.name!r} failed: {type(exc).__name__}: {exc}") from exc
         return files
+
+
+def _counts(model: RoutingModel) -> dict[str, int]:
+    return {
+        "routes": model.route_count(),
+        "backends": len(model.backends),
+        "endpoints": sum(len(b.endpoints) for b in model.backends),
+        "certificates": len(model.certificates),
+    }
 
 
 @contextmanager
@@ -270,7 +329,8 @@ class _StopRequested(BaseException):
 
 
 class RunLoop:
-    """Cycles every `interval` seconds (±10% jitter) until SIGTERM or SIGINT; SIGHUP runs a cycle at once."""
+    """Starts a cycle every `interval` seconds (±10% jitter; at once after a cycle that took longer) until
+    SIGTERM or SIGINT; SIGHUP runs a cycle at once."""
 
     def __init__(
         self, syncer: Syncer, interval: float, *, jitter: float = 0.1, on_cycle: Callable[[bool], None] | None = None
@@ -301,13 +361,16 @@ class RunLoop:
         signal.signal(signal.SIGHUP, self._handle_hup)
         try:
             while not self._stopping:
+                started = time.monotonic()
                 ok = self._one_cycle()
                 if self.on_cycle is not None:
                     self.on_cycle(ok)
                 if self._stopping:
                     break
-                delay = self.interval * (1 + random.uniform(-self.jitter, self.jitter))
-                self._wake.wait(delay)
+                # The interval runs from start to start: a change waits at most one interval (plus one cycle)
+                # to be served, however long the cycles themselves take.
+                period = self.interval * (1 + random.uniform(-self.jitter, self.jitter))
+                self._wake.wait(max(0.0, period - (time.monotonic() - started)))
                 self._wake.clear()
         except _StopRequested:
             pass

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import difflib
 import errno
-import json
+import hashlib
 import logging
 import os
 import re
@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from syncer import jsoncodec
 from syncer.errors import WriteError
 
 # In a hidden subfolder: a proxy that watches the output folder (Envoy's watched_directory, Traefik's
@@ -105,7 +106,7 @@ class FileWriter:
 
     def _manifest_data(self) -> dict[str, Any]:
         try:
-            data = json.loads((self.output_dir / MANIFEST_NAME).read_text(encoding="utf-8"))
+            data = jsoncodec.loads((self.output_dir / MANIFEST_NAME).read_bytes())
         except FileNotFoundError:
             return {}
         except (OSError, ValueError) as exc:
@@ -162,21 +163,36 @@ class FileWriter:
             if set(files) - set(live) - set(pending):
                 # Claim new files before creating them, so a crash never leaves a file nobody owns.
                 self._write_manifest(sorted(set(live) | set(files)), pending, old_meta)
-            written, unchanged = [], []
-            for name, content in files.items():
-                if self._replace_if_changed(self.output_dir / name, content):
-                    written.append(name)
-                else:
-                    unchanged.append(name)
+            written = [name for name, content in files.items() if self._differs(self.output_dir / name, content)]
+            rewritten = set(written)
+            unchanged = [name for name in files if name not in rewritten]
+            self._replace_all([(self.output_dir / name, files[name]) for name in written])
             # Only after every referencing file is replaced may the files they used to name disappear.
             for name in due:
                 (self.output_dir / name).unlink(missing_ok=True)
             kept = {name: since for name, since in stale.items() if name not in due}
-            if (sorted(files), kept, new_meta) != (sorted(live), pending, old_meta):
+            if written or due or (sorted(files), kept, new_meta) != (sorted(live), pending, old_meta):
                 self._write_manifest(sorted(files), kept, new_meta)
         except OSError as exc:
             raise WriteError(_describe_os_error(exc, self.output_dir)) from exc
         return WriteResult(tuple(written), tuple(unchanged), tuple(due))
+
+    def prune(self, prune_delay: float | Callable[[str], float] = 0.0) -> tuple[str, ...]:
+        """Removes the files no longer produced whose delay is over: for a cycle that has nothing new to write."""
+        live, pending = self._manifest()
+        now = self._clock()
+        delay = prune_delay if callable(prune_delay) else (lambda name: float(prune_delay))
+        due = sorted(name for name, since in pending.items() if now - since >= delay(name))
+        if not due:
+            return ()
+        self.check()
+        try:
+            for name in due:
+                (self.output_dir / name).unlink(missing_ok=True)
+            self._write_manifest(live, {n: t for n, t in pending.items() if n not in due}, self.meta())
+        except OSError as exc:
+            raise WriteError(_describe_os_error(exc, self.output_dir)) from exc
+        return tuple(due)
 
     def preview(self, files: Mapping[str, bytes]) -> str:
         """A unified diff of what `write` would change, keys redacted; writes nothing."""
@@ -201,30 +217,60 @@ class FileWriter:
                 chunks.extend(difflib.unified_diff(_lines(old), [], fromfile=f"a/{name}", tofile="/dev/null"))
         return redact("".join(chunks))
 
-    def _replace_if_changed(self, target: Path, content: bytes) -> bool:
-        mode = file_mode(content)
-        self._ensure_folder(target.parent, private=mode == 0o600)
+    def _differs(self, target: Path, content: bytes) -> bool:
         try:
             current = target.stat()
-            if current.st_size == len(content) and (current.st_mode & 0o777) == mode and target.read_bytes() == content:
-                return False
+            if current.st_size == len(content) and (current.st_mode & 0o777) == file_mode(content):
+                return target.read_bytes() != content
         except FileNotFoundError:
             pass
-        self._atomic_write(target, content, mode)
         return True
 
-    def _atomic_write(self, target: Path, content: bytes, mode: int) -> None:
+    def _replace_all(self, batch: list[tuple[Path, bytes]]) -> None:
+        """Every file staged (written and fsynced) first, then renamed into place in the batch's order.
+
+        Renaming in order keeps the renderer's promise that a file appears only after those it names; a
+        folder is fsynced once, when the renames move on to another folder (and at the end), instead of
+        after every file: the same durability, at a tenth of the cost for 10,000 files.
+        """
+        staged: list[tuple[Path, Path, bytes]] = []
+        renamed = 0
         try:
-            atomic_write(target, content, mode, self.staging_dir)
-        except OSError as exc:
-            if exc.errno != errno.EXDEV or self.staging_dir == target.parent:
-                raise
-            # Same device, yet no rename across: a bind mount. From now on temp files go beside the target
-            # (named so no proxy loads them); probing up front would cost the proxies a reload per run.
-            log.info("%s is a separate mount from %s: temp files go into the output folder", target.parent,
-                     self.staging_dir)  # fmt: skip
-            self._staging_dir, self._staging_chosen = None, True
-            atomic_write(target, content, mode, None)
+            for target, content in batch:
+                mode = file_mode(content)
+                self._ensure_folder(target.parent, private=mode == 0o600)
+                staged.append((stage_file(target, content, mode, self.staging_dir), target, content))
+            pending_folder: Path | None = None
+            for temp, target, _ in staged:
+                if pending_folder is not None and pending_folder != target.parent:
+                    fsync_dir(pending_folder)
+                try:
+                    os.replace(temp, target)
+                except OSError as exc:
+                    if exc.errno != errno.EXDEV or self.staging_dir == target.parent:
+                        raise
+                    self._after_cross_device(target, staged[renamed:])
+                    return
+                renamed += 1
+                pending_folder = target.parent
+            if pending_folder is not None:
+                fsync_dir(pending_folder)
+        finally:
+            for temp, _, _ in staged[renamed:]:
+                _unlink_quietly(temp)
+
+    def _after_cross_device(self, target: Path, rest: list[tuple[Path, Path, bytes]]) -> None:
+        """Same device, yet no rename across: a bind mount. From now on temp files go beside the target (named
+        so no proxy loads them); probing up front would cost the proxies a reload per run."""
+        log.info("%s is a separate mount from %s: temp files go into the output folder", target.parent,
+                 self.staging_dir)  # fmt: skip
+        self._staging_dir, self._staging_chosen = None, True
+        for _, later_target, content in rest:
+            atomic_write(later_target, content, file_mode(content), None)
+
+    def _atomic_write(self, target: Path, content: bytes, mode: int) -> None:
+        self._ensure_folder(target.parent, private=mode == 0o600)
+        self._replace_all([(target, content)])
 
     def _ensure_folder(self, folder: Path, private: bool) -> None:
         """Subfolders are ours: one that holds a private key is 0700. The output folder itself is the user's."""
@@ -232,14 +278,33 @@ class FileWriter:
         if private and folder != self.output_dir and (folder.stat().st_mode & 0o077):
             folder.chmod(0o700)
 
+    def intact(self) -> bool:
+        """Whether every file of the last write is still on disk exactly as written (by stat: size, mode,
+        inode, modification time), so a run whose input has not changed may leave the folder alone."""
+        data = self._manifest_data()
+        live, _ = self._manifest()
+        return bool(live) and data.get("state") == self._state(live)
+
+    def _state(self, names: list[str]) -> str:
+        digest = hashlib.sha256()
+        for name in names:
+            try:
+                st = os.stat(self.output_dir / name)
+            except OSError:
+                digest.update(f"{name}\0-\n".encode())
+                continue
+            digest.update(f"{name}\0{st.st_size}\0{st.st_mode}\0{st.st_ino}\0{st.st_mtime_ns}\n".encode())
+        return digest.hexdigest()
+
     def _write_manifest(self, names: list[str], stale: Mapping[str, float], meta: Mapping[str, Any]) -> None:
         manifest = {
             "files": names,
             "stale": dict(sorted(stale.items())),
             "meta": dict(meta),
+            "state": self._state(names),
             "writer": "ingress-syncer",
         }
-        body = json.dumps(manifest, indent=1, sort_keys=True).encode() + b"\n"
+        body = jsoncodec.dumps_pretty(manifest)
         (self.output_dir / MANIFEST_NAME).parent.mkdir(exist_ok=True)
         self._atomic_write(self.output_dir / MANIFEST_NAME, body, 0o644)
 
@@ -249,6 +314,17 @@ def atomic_write(target: Path, content: bytes, mode: int, staging_dir: Path | No
 
     A reader sees the old bytes or the new bytes, never a mix; after a crash the target is whole.
     """
+    temp = stage_file(target, content, mode, staging_dir)
+    try:
+        os.replace(temp, target)
+    except BaseException:
+        _unlink_quietly(temp)
+        raise
+    fsync_dir(target.parent)
+
+
+def stage_file(target: Path, content: bytes, mode: int, staging_dir: Path | None) -> Path:
+    """`content` in a new temp file beside `target` (or in `staging_dir`), with `mode`, fsynced: ready to rename."""
     temp = (staging_dir or target.parent) / f".{target.name}.{secrets.token_hex(4)}{TEMP_SUFFIX}"
     fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     try:
@@ -260,14 +336,17 @@ def atomic_write(target: Path, content: bytes, mode: int, staging_dir: Path | No
             os.fsync(fd)
         finally:
             os.close(fd)
-        os.replace(temp, target)
     except BaseException:
-        try:
-            os.unlink(temp)
-        except FileNotFoundError:
-            pass
+        _unlink_quietly(temp)
         raise
-    fsync_dir(target.parent)
+    return temp
+
+
+def _unlink_quietly(path: Path) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
 
 
 def _sibling_staging_dir(output_dir: Path) -> Path | None:

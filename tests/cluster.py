@@ -8,6 +8,7 @@ command (`python -m syncer ...`) whose log is collected line by line while it ru
 from __future__ import annotations
 
 import base64
+import json
 import logging
 import os
 import shutil
@@ -29,7 +30,7 @@ from syncer.kubeconfig import load_cluster_config
 from syncer.loop import Syncer
 from syncer.plugins import load_renderer
 from syncer.source import ApiSource, Source
-from syncer.writer import FileWriter
+from syncer.writer import MANIFEST_NAME, FileWriter
 from tests.fakeapi import TEST_TOKEN, FakeKubeAPI
 from tests.test_api_source import load_demo
 
@@ -49,7 +50,24 @@ def folder_state(path: Path) -> FolderState:
 
 
 def folder_bytes(path: Path) -> dict[str, bytes]:
-    return {name: content for name, (content, _) in folder_state(path).items()}
+    """Bytes of every file below `path`, to compare with another render of the same input. The writer's manifest
+    is compared without what no second render can reproduce: the stat digest of the files (inodes, mtimes) and
+    the input key (made of the writing process's code and settings; in-process renders have none). A manifest
+    that does not parse stays as it is, so a torn one still shows."""
+    files = {name: content for name, (content, _) in folder_state(path).items()}
+    if MANIFEST_NAME in files:
+        files[MANIFEST_NAME] = comparable_manifest(files[MANIFEST_NAME])
+    return files
+
+
+def comparable_manifest(content: bytes) -> bytes:
+    try:
+        manifest = json.loads(content)
+        manifest.pop("state", None)
+        manifest.get("meta", {}).pop("input", None)
+    except (ValueError, AttributeError):
+        return content
+    return json.dumps(manifest, sort_keys=True).encode()
 
 
 def mentions(path: Path, needle: bytes) -> bool:

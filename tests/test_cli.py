@@ -58,8 +58,19 @@ def test_once_writes_then_second_run_writes_nothing(source: Path, out: Path, ren
     assert "ingresses +5 ~0 -0" in first.stderr
     second = syncer("once", "--source", str(source), "--renderer", renderer, "--output-dir", str(out))
     assert second.returncode == 0, second.stderr
-    assert "wrote 0 file(s)" in second.stderr
-    assert snapshot_dir(out) == written  # bytes and mtimes
+    assert "nothing to write" in second.stderr  # same input as the files on disk: not even rendered
+    assert "problem: Ingress shop/mistakes" in second.stderr  # the demo's problems are still reported
+    assert snapshot_dir(out) == written  # bytes and mtimes, the writer's manifest included
+    (out / ".ingress-syncer" / "manifest.json").unlink()  # the memory of the last write is gone
+    third = syncer("once", "--source", str(source), "--renderer", renderer, "--output-dir", str(out))
+    assert third.returncode == 0, third.stderr
+    assert "wrote 0 file(s)" in third.stderr  # rendered again, same bytes: nothing replaced
+    option = "traefik.entrypoint-http=plain" if renderer == "traefik" else "envoy.http-port=9090"
+    fourth = syncer(
+        "once", "--source", str(source), "--renderer", renderer, "--output-dir", str(out), "--renderer-opt", option
+    )
+    assert fourth.returncode == 0, fourth.stderr
+    assert "wrote 1 file(s)" in fourth.stderr  # another setting: rendered again, the main file changed
 
 
 def test_python_dash_m_and_console_script_agree() -> None:

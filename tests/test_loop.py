@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import gc
 import io
+import os
 import shutil
+import signal
+import time
+import weakref
 from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
 
 from syncer.errors import RenderError, SourceError
-from syncer.loop import Syncer
+from syncer.loop import RunLoop, Syncer, collector_paused, reclaim
 from syncer.model import RoutingModel
 from syncer.source import DirectorySource
 from syncer.writer import FileWriter
@@ -112,3 +117,71 @@ def test_status_is_published_after_every_good_cycle_even_without_changes(manifes
     with pytest.raises(SourceError):
         syncer.cycle()
     assert len(publisher.calls) == 2  # a failed cycle publishes nothing
+
+
+class GcObservingRenderer(CountingRenderer):
+    def render(self, model: RoutingModel) -> Mapping[str, bytes]:
+        self.collector_was_on = gc.isenabled()
+        return super().render(model)
+
+
+def test_the_cyclic_collector_is_off_during_a_cycle_and_restored_after(manifests: Path, out: Path) -> None:
+    renderer = GcObservingRenderer()
+    assert gc.isenabled()
+    Syncer(DirectorySource(manifests), renderer, FileWriter(out)).cycle()
+    assert renderer.collector_was_on is False and gc.isenabled()
+    (manifests / "broken.yaml").write_text("{")
+    with pytest.raises(SourceError):
+        Syncer(DirectorySource(manifests), renderer, FileWriter(out)).cycle()
+    assert gc.isenabled()  # restored on failure too
+
+
+def test_reclaim_collects_cyclic_garbage_and_freezes_the_survivors() -> None:
+    class Node:
+        other: object = None
+
+    try:
+        with collector_paused():
+            first, second = Node(), Node()
+            first.other, second.other = second, first
+            witness = weakref.ref(first)
+            del first, second
+        reclaim()
+        assert witness() is None  # the cycle made while the collector was off is gone
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
+
+
+class TimedCycles:
+    """Stands in for a Syncer: each cycle takes `seconds`; stops the loop after `count` cycles."""
+
+    def __init__(self, seconds: float, count: int) -> None:
+        self.seconds, self.count = seconds, count
+        self.starts: list[float] = []
+        self.ends: list[float] = []
+
+    def cycle(self) -> None:
+        self.starts.append(time.monotonic())
+        time.sleep(self.seconds)
+        self.ends.append(time.monotonic())
+        if len(self.starts) == self.count:
+            os.kill(os.getpid(), signal.SIGTERM)  # RunLoop's handler stops the loop after this cycle
+
+
+def test_the_interval_runs_from_the_start_of_one_cycle_to_the_start_of_the_next() -> None:
+    timed = TimedCycles(seconds=0.2, count=4)
+    assert RunLoop(timed, interval=0.3, jitter=0.0).run() == 0  # type: ignore[arg-type]
+    assert len(timed.starts) == 4
+    for start, end, next_start in zip(timed.starts, timed.ends, timed.starts[1:], strict=False):
+        # A pause of a full interval after each cycle would put starts 0.5 s apart.
+        assert next_start - start < max(0.3, end - start) + 0.1
+        assert next_start - start >= 0.29
+
+
+def test_a_cycle_longer_than_the_interval_is_followed_at_once() -> None:
+    timed = TimedCycles(seconds=0.3, count=3)
+    assert RunLoop(timed, interval=0.1, jitter=0.0).run() == 0  # type: ignore[arg-type]
+    assert len(timed.starts) == 3
+    for end, next_start in zip(timed.ends, timed.starts[1:], strict=False):
+        assert next_start - end < 0.1
