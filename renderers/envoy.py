@@ -51,9 +51,11 @@ def file_name(model_name: str) -> str:
     return model_name.replace("/", "__")
 
 
-def discovery_response(resources: list[dict[str, Any]]) -> bytes:
-    version = hashlib.sha256(jsoncodec.dumps_compact(resources)).hexdigest()[:16]
-    return jsoncodec.dumps_pretty({"version_info": version, "resources": resources})
+def discovery_response(resources: list[dict[str, Any]], depth: int = 2) -> bytes:
+    """One resource per line (`depth` 2); deeper for the route and listener files, whose virtual hosts and
+    filter chains then get a line each."""
+    version = hashlib.sha256(jsoncodec.dumps_compact_strict(resources)).hexdigest()[:16]
+    return jsoncodec.dumps_lines({"version_info": version, "resources": resources}, depth)
 
 
 def _socket_address(address: str, port: int) -> dict[str, Any]:
@@ -128,13 +130,15 @@ class EnvoyRenderer:
                 assignment = {"@type": ENDPOINTS_TYPE, **self._load_assignment(backend)}
                 files[f"eds/{file_name(backend.name)}.json"] = discovery_response([assignment])
         files["cds.json"] = discovery_response([self._cluster(b) for b in model.backends])
-        files[f"rds/{HTTP}.json"] = discovery_response([self._route_configuration(HTTP, model, model.virtual_hosts)])
+        files[f"rds/{HTTP}.json"] = discovery_response(
+            [self._route_configuration(HTTP, model, model.virtual_hosts)], depth=4
+        )
         listeners = [self._listener(HTTP, self.http_port, [{"filters": [self._hcm(HTTP)]}])]
         if model.certificates:
             secure = tuple(v for v in model.virtual_hosts if v.tls_cert)
-            files[f"rds/{HTTPS}.json"] = discovery_response([self._route_configuration(HTTPS, model, secure)])
+            files[f"rds/{HTTPS}.json"] = discovery_response([self._route_configuration(HTTPS, model, secure)], depth=4)
             listeners.append(self._https_listener(model))
-        files["lds.json"] = discovery_response(listeners)
+        files["lds.json"] = discovery_response(listeners, depth=4)
         return files
 
     def prune_delay(self, name: str) -> float:

@@ -32,6 +32,37 @@ def dumps_compact(value: Any) -> bytes:
         return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str).encode()
 
 
+def dumps_lines(value: Any, depth: int) -> bytes:
+    """Sorted keys; objects and arrays down to `depth` levels get one member per line (two-space indent), what is
+    below sits on one line. For big machine-read files that people still read and diff: one router, cluster
+    or virtual host per line is a third of the bytes of full indentation and as easy to follow. Only JSON types.
+    """
+    return _layered(value, depth, b"\n") + b"\n"
+
+
+def _layered(value: Any, depth: int, newline: bytes) -> bytes:
+    if depth <= 0 or not isinstance(value, (dict, list)) or not value:
+        return dumps_compact_strict(value)
+    inner = newline + b"  "
+    if isinstance(value, dict):
+        members = [
+            dumps_compact_strict(str(key)) + b": " + _layered(value[key], depth - 1, inner) for key in sorted(value)
+        ]
+        open_, close = b"{", b"}"
+    else:
+        members = [_layered(item, depth - 1, inner) for item in value]
+        open_, close = b"[", b"]"
+    return open_ + inner + (b"," + inner).join(members) + newline + close
+
+
+def dumps_compact_strict(value: Any) -> bytes:
+    """Like `dumps_compact`, but only JSON types (a renderer's output has no other)."""
+    try:
+        return orjson.dumps(value, option=_SORTED)
+    except TypeError:
+        return json.dumps(value, sort_keys=True, separators=(",", ":")).encode()
+
+
 def dumps_pretty(value: Any) -> bytes:
     """Sorted keys, two-space indent, a final newline: the form people read and diff. Only JSON types."""
     try:

@@ -50,3 +50,14 @@ def test_dumps_pretty_is_readable_sorted_json_with_a_final_newline() -> None:
     body = jsoncodec.dumps_pretty({"b": [1], "a": {"z": None}})
     assert body == b'{\n  "a": {\n    "z": null\n  },\n  "b": [\n    1\n  ]\n}\n'
     assert jsoncodec.dumps_pretty({"x": "\ud800"}).endswith(b"\n")  # the slow path, same shape
+
+
+def test_dumps_lines_puts_each_member_down_to_the_depth_on_its_own_line() -> None:
+    value = {"http": {"routers": {"b": {"rule": "x", "tls": {}}, "a": {"rule": "y"}}, "services": {}}, "z": [1, [2]]}
+    body = jsoncodec.dumps_lines(value, 3)
+    assert json.loads(body) == value and body.endswith(b"}\n")
+    lines = body.decode().splitlines()
+    assert '      "a": {"rule":"y"},' in lines and '      "b": {"rule":"x","tls":{}}' in lines
+    assert '    "services": {}' in lines and "    [2]" in lines
+    assert b"{{" not in body
+    assert json.loads(jsoncodec.dumps_lines(value, 0)) == value and jsoncodec.dumps_lines(value, 0).count(b"\n") == 1
