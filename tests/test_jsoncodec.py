@@ -58,6 +58,8 @@ def test_dumps_lines_puts_each_member_down_to_the_depth_on_its_own_line() -> Non
     assert json.loads(body) == value and body.endswith(b"}\n")
     lines = body.decode().splitlines()
     assert '      "a": {"rule":"y"},' in lines and '      "b": {"rule":"x","tls":{}}' in lines
-    assert '    "services": {}' in lines and "    [2]" in lines
+    assert '    "services": {}' in lines  # an empty container stays on its line
+    assert b'  "z": [\n    1,\n    [\n      2\n    ]\n  ]' in body  # the third level is still broken up
+    assert b'"z": [1,[2]]' in jsoncodec.dumps_lines(value, 1)
     assert b"{{" not in body
     assert json.loads(jsoncodec.dumps_lines(value, 0)) == value and jsoncodec.dumps_lines(value, 0).count(b"\n") == 1
