@@ -235,23 +235,28 @@ def bench_size(
                         notes.append(f"N={count} {renderer}: a cold run took {sample.wall:.0f} s (> {SLOW_COLD:g} s)")
                 shutil.rmtree(parent)
         if profile:
-            notes += profile_cycles(count, renderers, api, kubeconfig, folder)
+            notes += profile_cycles(count, renderers, api, kubeconfig, folder, toggles)
     return [floor, *rows.values()], notes
 
 
 # --- profiles ------------------------------------------------------------------------------------
 
 
-def profile_cycles(count: int, renderers: Sequence[str], api: ApiServer, kubeconfig: Path, folder: Path) -> list[str]:
-    """py-spy (wall clock, idle included: fsync and socket waits count) of a cold and a warm `syncer once`."""
+def profile_cycles(
+    count: int, renderers: Sequence[str], api: ApiServer, kubeconfig: Path, folder: Path, toggles: Toggles
+) -> list[str]:
+    """py-spy (wall clock, idle included: fsync and socket waits count) of a cold, a warm and a `syncer once` after
+    one EndpointSlice changed."""
     py_spy = shutil.which("py-spy", path=os.path.dirname(sys.executable)) or shutil.which("py-spy")
     notes = []
     for renderer in renderers:
         output = folder / f"profile-{renderer}" / "out"
         output.mkdir(parents=True)
-        for scenario in ("cold", "warm"):
+        for scenario in ("cold", "warm", "slice changed"):
+            if scenario == "slice changed":
+                toggles.change_slice()
             argv = syncer_once(renderer, kubeconfig, output)
-            target = folder / f"profile-{renderer}-{scenario}"
+            target = folder / f"profile-{renderer}-{scenario.replace(' ', '-')}"
             progress(f"N={count}: profiling {renderer} {scenario}")
             if py_spy:
                 command = [py_spy, "record", "--format", "raw", "--rate", "250", "--nolineno", "--idle"]
@@ -533,7 +538,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-once", action="store_true", help="skip the `syncer once` table")
     parser.add_argument("--no-propagation", action="store_true", help="skip the propagation benchmark")
     parser.add_argument(
-        "--profile", action="store_true", help="py-spy (else cProfile) of cold and warm at the largest N"
+        "--profile", action="store_true", help="py-spy (else cProfile) of cold, warm and slice changed at the largest N"
     )
     parser.add_argument("--work-dir", help="where output folders, logs and profiles go (default: a new temp folder)")
     parser.add_argument("--keep", action="store_true", help="keep the work folder (logs, profiles)")
