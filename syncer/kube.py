@@ -289,22 +289,6 @@ class KubeClient:
         sleep: Callable[[float], None] = time.sleep,
         user_agent: str = f"ingress-syncer/{__version__}",
     ) -> None:
-        self._settings: dict[str, Any] = {
-            "page_size": page_size,
-            "connect_timeout": connect_timeout,
-            "read_timeout": read_timeout,
-            "max_attempts": max_attempts,
-            "patch_attempts": patch_attempts,
-            "max_backoff": max_backoff,
-            "backoff_base": backoff_base,
-            "retry_after_cap": retry_after_cap,
-            "max_elapsed": max_elapsed,
-            "max_restarts": max_restarts,
-            "max_pages": max_pages,
-            "on_response": on_response,
-            "sleep": sleep,
-            "user_agent": user_agent,
-        }
         self._cluster = cluster
         self._server = cluster.server.rstrip("/")
         self._page_size = page_size
@@ -920,11 +904,6 @@ class KubeClient:
     def cluster(self) -> ClusterConfig:
         """The cluster this client talks to: a second KubeClient for another thread is built from it."""
         return self._cluster
-
-    def sibling(self) -> KubeClient:
-        """A new client with this one's cluster and settings, for another thread (credentials are shared and
-        thread-safe; connections, retry state and list revisions are not)."""
-        return KubeClient(self._cluster, **self._settings)
 
     def close(self) -> None:
         self._session.close()

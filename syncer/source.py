@@ -6,7 +6,6 @@ import base64
 import datetime
 import json
 import logging
-import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
@@ -38,69 +37,31 @@ class ObjectLister(Protocol):
 
 
 class ApiSource:
-    """Lists every watched kind from the API, cluster-wide or in the given namespaces.
-
-    The kinds are listed side by side, each by a client of its own (a `sibling` of the one given, when it has
-    that method): the API server answers one kind's next page while this process decodes another's, which
-    takes a tenth off a cycle at 10,000 Services. Each kind always goes to the same client, so its list
-    revisions (resourceVersionMatch=NotOlderThan) stay consistent from cycle to cycle.
-    """
+    """Lists every watched kind from the API, cluster-wide or in the given namespaces."""
 
     def __init__(self, client: ObjectLister, namespaces: Sequence[str] = (), server: str = "") -> None:
         self._client = client
         self._namespaces = tuple(sorted(set(namespaces)))
         self._server = server
-        self._clients: dict[str, ObjectLister] = {}
 
     def describe(self) -> str:
         scope = ", ".join(self._namespaces) if self._namespaces else "all namespaces"
         return f"Kubernetes API {self._server} ({scope})".replace("  ", " ")
 
     def fetch(self) -> Snapshot:
-        sibling = getattr(self._client, "sibling", None)
-        if not callable(sibling):
-            return Snapshot.build({resource.kind: self._list(self._client, resource) for resource in WATCHED_KINDS})
-        for index, resource in enumerate(WATCHED_KINDS):
-            if resource.kind not in self._clients:
-                self._clients[resource.kind] = self._client if index == 0 else sibling()
-        outcomes: dict[str, list[KubeObject] | Exception] = {}
-
-        def list_kind(resource: ResourceKind) -> None:
-            try:
-                outcomes[resource.kind] = self._list(self._clients[resource.kind], resource)
-            except Exception as exc:  # raised again below, in the caller's thread
-                outcomes[resource.kind] = exc
-
-        # Daemon threads: a stop signal ends the process without waiting for a list that is still retrying.
-        threads = [
-            threading.Thread(target=list_kind, args=(resource,), name=f"list-{resource.plural}", daemon=True)
-            for resource in WATCHED_KINDS
-        ]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
         objects: dict[str, list[KubeObject]] = {}
-        for resource in WATCHED_KINDS:  # the first failure in a fixed order, whatever finished first
-            outcome = outcomes.get(resource.kind)
-            if isinstance(outcome, Exception):
-                raise outcome
-            if outcome is None:
-                raise SourceError(f"cannot list {resource.plural}: the lister stopped without an answer")
-            objects[resource.kind] = outcome
+        for resource in WATCHED_KINDS:
+            scopes: Sequence[str | None] = self._namespaces if (resource.namespaced and self._namespaces) else (None,)
+            items: list[KubeObject] = []
+            for namespace in scopes:
+                try:
+                    result = self._client.list(resource, namespace=namespace)
+                except KubeError as exc:
+                    where = f" in namespace {namespace}" if namespace else ""
+                    raise SourceError(f"cannot list {resource.plural}{where}: {exc}") from exc
+                items.extend(result.items)
+            objects[resource.kind] = items
         return Snapshot.build(objects)
-
-    def _list(self, client: ObjectLister, resource: ResourceKind) -> list[KubeObject]:
-        scopes: Sequence[str | None] = self._namespaces if (resource.namespaced and self._namespaces) else (None,)
-        items: list[KubeObject] = []
-        for namespace in scopes:
-            try:
-                result = client.list(resource, namespace=namespace)
-            except KubeError as exc:
-                where = f" in namespace {namespace}" if namespace else ""
-                raise SourceError(f"cannot list {resource.plural}{where}: {exc}") from exc
-            items.extend(result.items)
-        return items
 
 
 class DirectorySource:

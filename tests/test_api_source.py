@@ -6,7 +6,6 @@ import base64
 import os
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,6 @@ import yaml
 from syncer.errors import SourceError
 from syncer.kube import KubeClient
 from syncer.kubeconfig import ClusterConfig, Credential
-from syncer.resources import WATCHED_KINDS
 from syncer.snapshot import ObjectKey
 from syncer.source import ApiSource, DirectorySource
 from tests.fakeapi import TEST_TOKEN, FakeKubeAPI
@@ -183,8 +181,7 @@ def test_in_cluster_token_rotation_recovers_on_the_401(fake_api_tls: FakeKubeAPI
         (root / "token").write_text("rotated-token")  # ...and the kubelet has written the new one
         after = source.fetch()
     assert after.content_hash() == before.content_hash()
-    # The kinds are listed side by side: each list may meet the 401 once, and refreshes once.
-    assert 1 <= [r.status for r in fake_api_tls.requests].count(401) <= len(WATCHED_KINDS)
+    assert [r.status for r in fake_api_tls.requests].count(401) == 1
     assert fake_api_tls.requests[-1].token == "rotated-token"
 
 
@@ -268,46 +265,3 @@ def test_api_requests_are_counted_by_resource_and_code(fake_api: FakeKubeAPI) ->
     assert 'syncer_api_requests_total{code="200",resource="ingresses.networking.k8s.io"} 1.0' in text
     assert 'syncer_api_requests_total{code="503",resource="services"} 1.0' in text
     assert 'syncer_api_requests_total{code="200",resource="services"} 1.0' in text
-
-
-def test_kinds_are_listed_side_by_side_each_by_a_client_of_its_own(fake_api: FakeKubeAPI) -> None:
-    load_demo(fake_api)
-    in_flight: list[int] = [0]
-    most: list[int] = [0]
-    lock = threading.Lock()
-    release = threading.Event()
-
-    def on_request(req: object) -> None:
-        with lock:
-            in_flight[0] += 1
-            most[0] = max(most[0], in_flight[0])
-            if most[0] >= 3:
-                release.set()
-        release.wait(2.0)  # hold each request until three are in flight together (or give up after 2 s)
-        with lock:
-            in_flight[0] -= 1
-
-    fake_api.on_request = on_request  # type: ignore[assignment]
-    try:
-        with client_for(fake_api) as client:
-            source = ApiSource(client)
-            first = source.fetch()
-            release.clear()
-            second = source.fetch()
-    finally:
-        fake_api.on_request = None
-    assert most[0] >= 3, "the lists never ran side by side"
-    assert first.content_hash() == second.content_hash()
-    # Each kind keeps its client, so its second list asks for "not older than" the revision its first list saw.
-    later = fake_api.requests[len(fake_api.requests) // 2 :]
-    for request in later:
-        assert request.query.get("resourceVersionMatch") == "NotOlderThan", request.path
-
-
-def test_the_first_failing_kind_in_a_fixed_order_is_reported(fake_api: FakeKubeAPI) -> None:
-    load_demo(fake_api)
-    fake_api.forbid("endpointslices")
-    fake_api.forbid("ingresses")
-    for _ in range(3):
-        with client_for(fake_api) as client, pytest.raises(SourceError, match="cannot list ingresses"):
-            ApiSource(client).fetch()
