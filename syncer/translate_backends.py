@@ -200,31 +200,34 @@ class BackendResolver:
 
 
 def ready_endpoints(slices: Iterable[KubeObject], port_name: str) -> tuple[Endpoint, ...]:
-    found: set[Endpoint] = set()
+    # The innermost loop of a translation (50,000 endpoints at 10,000 Services): plain dict checks first.
+    found: dict[tuple[str, int], None] = {}
     for endpoint_slice in slices:
         if endpoint_slice.get("addressType") not in ("IPv4", "IPv6"):
             continue  # FQDN slices have no defined semantics
-        slice_port = next(
+        port = next(
             (
-                p
+                p.get("port")
                 for p in as_list(endpoint_slice.get("ports"))
                 if isinstance(p, Mapping) and str(p.get("name") or "") == port_name
             ),
             None,
         )
-        port = slice_port.get("port") if slice_port else None
         if not _valid_port(port):
             continue
         for endpoint in as_list(endpoint_slice.get("endpoints")):
-            conditions = as_mapping(as_mapping(endpoint).get("conditions"))
-            if conditions.get("ready", True) is False:  # unset means ready
+            if type(endpoint) is not dict:
+                endpoint = as_mapping(endpoint)
+            conditions = endpoint.get("conditions")
+            if conditions and as_mapping(conditions).get("ready", True) is False:  # unset means ready
                 continue
-            addresses = as_list(as_mapping(endpoint).get("addresses"))
+            addresses = endpoint.get("addresses")
             # Controller-made slices carry exactly one address per endpoint; consumers use the first.
-            address = _canonical_ip(addresses[0]) if addresses else None
-            if address is not None:
-                found.add(Endpoint(address, port))
-    return tuple(sorted(found))
+            if type(addresses) is list and addresses:
+                address = _canonical_ip(addresses[0])
+                if address is not None:
+                    found[(address, port)] = None
+    return tuple(Endpoint(address, port) for address, port in sorted(found))
 
 
 def _canonical_ip(value: Any) -> str | None:
