@@ -165,7 +165,11 @@ def measure_propagation(
             stderr=log,
         )
         # The first cycle of a new process reads everything: wait until it is over before the clock matters.
-        wait_for(lambda: b" wrote " in (work / "syncer-run.log").read_bytes(), 120, "the first cycle of syncer run")
+        wait_for(
+            lambda: any(done in (work / "syncer-run.log").read_bytes() for done in (b" wrote ", b"nothing to write")),
+            120,
+            "the first cycle of syncer run",
+        )
         seconds: list[float] = []
         to_file: list[float] = []
         lost = 0
