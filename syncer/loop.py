@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import hashlib
 import logging
 import random
@@ -10,8 +9,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from types import FrameType
@@ -19,6 +17,7 @@ from typing import Any, TextIO
 
 from syncer.errors import KubeError, RemovalHeld, RenderError, SourceError, SyncerError, WriteError
 from syncer.guard import RemovalGuard
+from syncer.heap import RECLAIM_EVERY, collector_paused, reclaim
 from syncer.identity import input_key
 from syncer.leader import LeaderElector
 from syncer.metrics import Metrics
@@ -35,9 +34,6 @@ log = logging.getLogger("syncer.loop")
 # Problems kept with the files, for a later run that finds nothing new to repeat them: enough for any real
 # cluster, bounded for a hostile one.
 MAX_KEPT_PROBLEMS = 1000
-# Seconds between full garbage collections in `run` (see `reclaim`): a cyclic leak waits at most this long, and
-# the collection (0.3-0.5 s of CPU at 10,000 Services) is paid once a minute, not once per cycle.
-RECLAIM_EVERY = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -286,35 +282,6 @@ def _counts(model: RoutingModel) -> dict[str, int]:
         "endpoints": sum(len(b.endpoints) for b in model.backends),
         "certificates": len(model.certificates),
     }
-
-
-@contextmanager
-def collector_paused() -> Iterator[None]:
-    """No automatic garbage collection during a cycle.
-
-    A cycle allocates a million small, acyclic objects at 10,000 Services (decoded JSON, the model, the
-    rendered files); reference counting frees them all. The cyclic collector would walk the growing heap
-    again and again while they are made (measured: half of a cycle's CPU time), and once more, all of it at
-    once, at the first allocation after it is switched back on (0.4 s). So what the cycle made is frozen
-    before the collector resumes: later collections skip it, and reference counting still frees it.
-    `reclaim` gives it the one look for cyclic garbage it has not had, between cycles of a long run.
-    """
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        gc.freeze()
-        if enabled:
-            gc.enable()
-
-
-def reclaim() -> None:
-    """Collects the cyclic garbage frozen by `collector_paused` since the last call, then freezes the survivors
-    (the snapshot kept for the next diff) again. A full collection: `RunLoop` calls it at most once a minute."""
-    gc.unfreeze()
-    gc.collect()
-    gc.freeze()
 
 
 def _failure_reason(exc: SyncerError) -> str:

@@ -51,7 +51,7 @@ def folder_state(path: Path) -> FolderState:
 
 def folder_bytes(path: Path) -> dict[str, bytes]:
     """Bytes of every file below `path`, to compare with another render of the same input. The writer's manifest
-    is compared without what no second render can reproduce: the stat digest of the files (inodes, mtimes) and
+    is compared without what no second render can reproduce: the recorded stat of the files (inodes, mtimes) and
     the input key (made of the writing process's code and settings; in-process renders have none). A manifest
     that does not parse stays as it is, so a torn one still shows."""
     files = {name: content for name, (content, _) in folder_state(path).items()}
@@ -63,7 +63,7 @@ def folder_bytes(path: Path) -> dict[str, bytes]:
 def comparable_manifest(content: bytes) -> bytes:
     try:
         manifest = json.loads(content)
-        manifest.pop("state", None)
+        manifest.pop("stat", None)
         manifest.get("meta", {}).pop("input", None)
     except (ValueError, AttributeError):
         return content

@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from syncer.errors import RenderError, SourceError
-from syncer.loop import RunLoop, Syncer, collector_paused, reclaim
+from syncer.heap import collector_paused, reclaim
+from syncer.loop import RunLoop, Syncer
 from syncer.model import RoutingModel
 from syncer.source import DirectorySource
 from syncer.writer import FileWriter

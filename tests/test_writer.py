@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from syncer.atomic import atomic_write
 from syncer.errors import WriteError
-from syncer.writer import MANIFEST_NAME, FileWriter, atomic_write, file_mode, redact
+from syncer.writer import MANIFEST_NAME, FileWriter, file_mode, redact
 
 KEY_PEM = b"-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBg\n-----END PRIVATE KEY-----\n"
 
@@ -245,3 +246,14 @@ def test_key_files_live_in_an_owner_only_folder(tmp_path: Path) -> None:
     assert mode_of(tmp_path / "certs") == 0o700
     assert mode_of(tmp_path / "certs/a.key") == 0o600
     assert mode_of(tmp_path / "eds") == 0o755
+
+
+def test_a_file_changed_behind_the_writers_back_is_rewritten_even_at_the_same_size(tmp_path: Path) -> None:
+    writer = FileWriter(tmp_path)
+    assert writer.write({"a.json": b"12345\n", "b.json": b"x\n"}).written == ("a.json", "b.json")
+    time.sleep(0.05)  # later than the write: file timestamps are coarse (a clock tick), like git's racy-clean case
+    with open(tmp_path / "a.json", "r+b") as handle:  # same inode, same size, new bytes, new mtime
+        handle.write(b"9")
+    again = writer.write({"a.json": b"12345\n", "b.json": b"x\n"})
+    assert again.written == ("a.json",) and again.unchanged == ("b.json",)  # b: by its recorded stat, unread
+    assert (tmp_path / "a.json").read_bytes() == b"12345\n"
