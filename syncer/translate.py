@@ -86,9 +86,14 @@ class _Builder:
     resolver: BackendResolver = field(init=False)
 
     def __post_init__(self) -> None:
-        self.resolver = BackendResolver(
-            self.snapshot, self.problem, self.options.upstream, self.options.allow_external_name
-        )
+        problems = self.problems
+
+        def problem(source: SourceRef, field_path: str, message: str) -> None:
+            problems.append(Problem(source, field_path, message))
+
+        # Not the bound `self.problem`: builder -> resolver -> builder would be a reference cycle, and with the
+        # collector paused during a cycle (syncer.heap) every translation, snapshot included, would wait for it.
+        self.resolver = BackendResolver(self.snapshot, problem, self.options.upstream, self.options.allow_external_name)
 
     def problem(self, source: SourceRef, field_path: str, message: str) -> None:
         self.problems.append(Problem(source, field_path, message))
