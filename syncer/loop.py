@@ -172,6 +172,9 @@ class Syncer:
         problems = [(str(p[0]), str(p[1])) for p in stored if isinstance(p, list) and len(p) == 2]
         self._report_problems([text for _, text in problems])
         self._observe(snapshot, counts, [kind for kind, _ in problems])
+        if self.metrics is not None:
+            self.metrics.files_ever_written = True  # they are in place: /readyz must not wait for a change
+            self.metrics.removal_held.set(0)
         log.info(
             "input unchanged since the files in %s were written from it (%s routes, %s backends): nothing to write",
             self.writer.output_dir,

@@ -108,6 +108,7 @@ def test_metrics_of_a_process_that_found_nothing_to_do_match_the_writing_one(man
 
     assert gauges(resumed) == gauges(writing)
     assert gauges(resumed)["syncer_rendered[('what', 'routes')]"] > 0
+    assert resumed.files_ever_written  # the files are in place: a restarted `run` is ready without a change
 
 
 @pytest.mark.parametrize(
