@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import gc
 import logging
+import shutil
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from tests.fakeapi import TEST_TOKEN, FakeKubeAPI
+
+DEMO = Path(__file__).resolve().parent.parent / "fixtures" / "demo"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -80,3 +84,16 @@ def no_secrets_in_logs() -> Iterator[None]:
         logger.setLevel(previous_level)
     leaked = [line for line in watch.lines if any(secret in line for secret in FORBIDDEN_IN_LOGS)]
     assert not leaked, f"secrets in log lines: {leaked[:3]}"
+
+
+@pytest.fixture
+def manifests(tmp_path: Path) -> Path:
+    """A copy of the built-in demo's manifests, free to edit (files named here override it where they need to)."""
+    return Path(shutil.copytree(DEMO, tmp_path / "manifests"))
+
+
+@pytest.fixture
+def out(tmp_path: Path) -> Path:
+    """An empty output folder."""
+    (tmp_path / "out").mkdir()
+    return tmp_path / "out"

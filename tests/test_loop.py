@@ -5,7 +5,6 @@ from __future__ import annotations
 import gc
 import io
 import os
-import shutil
 import signal
 import time
 import weakref
@@ -21,8 +20,6 @@ from syncer.model import RoutingModel
 from syncer.source import DirectorySource
 from syncer.writer import FileWriter
 
-DEMO = Path(__file__).resolve().parent.parent / "fixtures" / "demo"
-
 
 class CountingRenderer:
     name = "counting"
@@ -37,17 +34,6 @@ class CountingRenderer:
             raise self.fail_with
         hosts = "".join(f"{v.hostname}\n" for v in model.virtual_hosts)
         return {"hosts.txt": hosts.encode()}
-
-
-@pytest.fixture
-def manifests(tmp_path: Path) -> Path:
-    return Path(shutil.copytree(DEMO, tmp_path / "manifests"))
-
-
-@pytest.fixture
-def out(tmp_path: Path) -> Path:
-    (tmp_path / "out").mkdir()
-    return tmp_path / "out"
 
 
 def test_nothing_changed_means_nothing_rendered(manifests: Path, out: Path) -> None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import importlib
 import logging
-import shutil
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -24,7 +23,6 @@ from syncer.model import RoutingModel
 from syncer.source import DirectorySource
 from syncer.writer import FileWriter
 
-DEMO = Path(__file__).resolve().parent.parent / "fixtures" / "demo"
 IDENTITY = "code and settings of this test"
 
 
@@ -40,17 +38,6 @@ class CountingRenderer:
             "hosts.txt": "".join(f"{v.hostname}\n" for v in model.virtual_hosts).encode(),
             f"routes/{model.route_count()}.txt": b"routes\n",
         }
-
-
-@pytest.fixture
-def manifests(tmp_path: Path) -> Path:
-    return Path(shutil.copytree(DEMO, tmp_path / "manifests"))
-
-
-@pytest.fixture
-def out(tmp_path: Path) -> Path:
-    (tmp_path / "out").mkdir()
-    return tmp_path / "out"
 
 
 def process(
