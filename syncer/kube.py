@@ -216,6 +216,17 @@ def _transient(reply: _Reply, message: str, reason: str, details: Obj) -> _Trans
     )
 
 
+def _decode_json(reply: _Reply) -> Any:
+    """The body of a 200, decoded; a body that is not JSON (a proxy's error page, a cut-off reply) is worth a retry."""
+    try:
+        return jsoncodec.loads(reply.body)
+    except ValueError:
+        ctype = reply.headers.get("Content-Type", "?")
+        raise _Transient(
+            f"response is not JSON (Content-Type {ctype}, {len(reply.body)} bytes)", bad_body=True
+        ) from None
+
+
 def _retry_after(value: str | None) -> float | None:
     try:
         seconds = float(value) if value else None
@@ -571,13 +582,7 @@ class KubeClient:
         self._refused(call, reply, failure, f"list {resource}")
 
     def _parse_list(self, reply: _Reply) -> Obj:
-        try:
-            body = jsoncodec.loads(reply.body)
-        except ValueError:
-            ctype = reply.headers.get("Content-Type", "?")
-            raise _Transient(
-                f"response is not JSON (Content-Type {ctype}, {len(reply.body)} bytes)", bad_body=True
-            ) from None
+        body = _decode_json(reply)
         meta = body.get("metadata") if isinstance(body, dict) else None
         items = body.get("items") if isinstance(body, dict) else None
         if items is None and isinstance(body, dict):
@@ -787,13 +792,7 @@ class KubeClient:
         self._refused(call, reply, failure, call.action)
 
     def _parse_object(self, reply: _Reply, kind: ResourceKind) -> Obj:
-        try:
-            body = jsoncodec.loads(reply.body)
-        except ValueError:
-            ctype = reply.headers.get("Content-Type", "?")
-            raise _Transient(
-                f"response is not JSON (Content-Type {ctype}, {len(reply.body)} bytes)", bad_body=True
-            ) from None
+        body = _decode_json(reply)
         meta = body.get("metadata") if isinstance(body, dict) else None
         if not isinstance(meta, dict) or not isinstance(meta.get("resourceVersion", ""), str):
             raise _Transient(f"response is JSON but not a {kind.kind} (no metadata)", bad_body=True)

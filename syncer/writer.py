@@ -298,10 +298,6 @@ class FileWriter:
         for _, later_target, content in rest:
             atomic_write(later_target, content, file_mode(content), None)
 
-    def _atomic_write(self, target: Path, content: bytes, mode: int) -> None:
-        self._ensure_folder(target.parent, private=mode == 0o600)
-        self._replace_all([(target, content)])
-
     def _ensure_folder(self, folder: Path, private: bool) -> None:
         """Subfolders are ours: one that holds a private key is 0700. The output folder itself is the user's."""
         folder.mkdir(parents=True, exist_ok=True, mode=0o700 if private else 0o755)
@@ -354,9 +350,7 @@ class FileWriter:
             "stat": stat,
             "writer": "ingress-syncer",
         }
-        body = jsoncodec.dumps_pretty(manifest)
-        (self.output_dir / MANIFEST_NAME).parent.mkdir(exist_ok=True)
-        self._atomic_write(self.output_dir / MANIFEST_NAME, body, 0o644)
+        self._replace_all([(self.output_dir / MANIFEST_NAME, jsoncodec.dumps_pretty(manifest))])
 
 
 def content_digest(content: bytes) -> str:
