@@ -142,7 +142,10 @@ def test_one_writer_then_failover_on_kill_then_release_on_sigterm(
     api: FakeKubeAPI, replicas: dict[str, Replica]
 ) -> None:
     started = time.monotonic()
-    wait_until(lambda: all(r.files() for r in replicas.values()), 30, "both replicas to write their files")
+    # The log line comes after the whole write (the manifest claims new files before they are renamed in).
+    wrote = re.compile(r"wrote \d+ file\(s\)")
+    wait_until(lambda: all(wrote.search(r.log) for r in replicas.values()), 30, "both replicas to write their files")
+    assert "ingress-syncer.yaml" in replicas["a"].files()
     assert replicas["a"].files() == replicas["b"].files()
     ids = {name: wait_until(r.identity, 10, f"the identity of {name}") for name, r in replicas.items()}
     wait_until(lambda: lease_spec(api).get("holderIdentity") in ids.values(), 10, "a leader")
