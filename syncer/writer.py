@@ -173,16 +173,25 @@ class FileWriter:
             if set(files) - set(live) - set(pending):
                 # Claim new files before creating them, so a crash never leaves a file nobody owns.
                 self._write_manifest(sorted(set(live) | set(files)), pending, old_meta, records)
-            written = [name for name, content in files.items() if self._differs(name, content, digests[name], records)]
+            fresh = dict(records)
+            written = []
+            for name, content in files.items():
+                record = self._unchanged_record(name, content, digests[name], records)
+                if record is None:
+                    written.append(name)
+                else:
+                    fresh[name] = record
             rewritten = set(written)
             unchanged = [name for name in files if name not in rewritten]
             self._replace_all([(self.output_dir / name, files[name]) for name in written])
+            for name in written:
+                fresh[name] = [*_stat_key(os.stat(self.output_dir / name)), digests[name]]
             # Only after every referencing file is replaced may the files they used to name disappear.
             for name in due:
                 (self.output_dir / name).unlink(missing_ok=True)
             kept = {name: since for name, since in stale.items() if name not in due}
             if written or due or (sorted(files), kept, new_meta) != (sorted(live), pending, old_meta):
-                self._write_manifest(sorted(files), kept, new_meta, records, digests)
+                self._write_manifest(sorted(files), kept, new_meta, fresh)
         except OSError as exc:
             raise WriteError(_describe_os_error(exc, self.output_dir)) from exc
         return WriteResult(tuple(written), tuple(unchanged), tuple(due))
@@ -230,21 +239,24 @@ class FileWriter:
                 chunks.extend(difflib.unified_diff(_lines(old), [], fromfile=f"a/{name}", tofile="/dev/null"))
         return redact("".join(chunks))
 
-    def _differs(self, name: str, content: bytes, digest: str, records: Mapping[str, list[Any]]) -> bool:
-        """Whether `name` must be written. A file whose stat is the one recorded when it was written, with the
-        same content digest, is not read again: comparing 11,000 Envoy files byte by byte took a quarter second."""
+    def _unchanged_record(
+        self, name: str, content: bytes, digest: str, records: Mapping[str, list[Any]]
+    ) -> list[Any] | None:
+        """The file's record when `name` already holds `content` (nothing to write), None when it must be written.
+        A file whose stat is the one recorded when it was written, with the same content digest, is not read
+        again: comparing 11,000 Envoy files byte by byte took a quarter second."""
         target = os.path.join(self.output_dir, name)
         try:
             current = os.stat(target)
         except FileNotFoundError:
-            return True
-        mode = file_mode(content)
-        if current.st_size != len(content) or (current.st_mode & 0o777) != mode:
-            return True
-        if records.get(name) == [current.st_size, mode, current.st_ino, current.st_mtime_ns, digest]:
-            return False
+            return None
+        record = [*_stat_key(current), digest]
+        if current.st_size != len(content) or record[1] != file_mode(content):
+            return None
+        if records.get(name) == record:
+            return record
         with open(target, "rb") as current_file:
-            return current_file.read() != content
+            return record if current_file.read() == content else None
 
     def _replace_all(self, batch: list[tuple[Path, bytes]]) -> None:
         """Every file staged (written and fsynced) first, then renamed into place in the batch's order.
@@ -316,41 +328,29 @@ class FileWriter:
                 current = os.stat(self.output_dir / name)
             except OSError:
                 return False
-            if record is None or record[:4] != [current.st_size, current.st_mode & 0o777, current.st_ino,
-                                                current.st_mtime_ns]:  # fmt: skip
+            if record is None or record[:4] != _stat_key(current):
                 return False
         return bool(live)
 
     def _write_manifest(
-        self,
-        names: list[str],
-        stale: Mapping[str, float],
-        meta: Mapping[str, Any],
-        records: Mapping[str, list[Any]],
-        digests: Mapping[str, str] | None = None,
+        self, names: list[str], stale: Mapping[str, float], meta: Mapping[str, Any], records: Mapping[str, list[Any]]
     ) -> None:
-        """`digests`: of the content just written or confirmed; other files keep the digest they had if their
-        stat did not change, else none (and are compared byte by byte next time)."""
-        stat: dict[str, list[Any]] = {}
-        for name in names:
-            try:
-                current = os.stat(self.output_dir / name)
-            except OSError:
-                continue  # claimed, not written yet
-            key = [current.st_size, current.st_mode & 0o777, current.st_ino, current.st_mtime_ns]
-            digest = (digests or {}).get(name)
-            if digest is None:
-                previous = records.get(name)
-                digest = previous[4] if previous is not None and previous[:4] == key else ""
-            stat[name] = [*key, digest]
+        """`records` ([size, mode, inode, mtime_ns, content digest] by name) are hints, not facts: one is trusted
+        only while a fresh stat of its file matches it (`_unchanged_record`, `intact`), so a record carried over
+        for a file changed since costs a comparison, never a wrong answer; a file claimed and not yet written
+        has none."""
         manifest = {
             "files": names,
             "stale": dict(sorted(stale.items())),
             "meta": dict(meta),
-            "stat": stat,
+            "stat": {name: records[name] for name in names if name in records},
             "writer": "ingress-syncer",
         }
         self._replace_all([(self.output_dir / MANIFEST_NAME, jsoncodec.dumps_pretty(manifest))])
+
+
+def _stat_key(current: os.stat_result) -> list[Any]:
+    return [current.st_size, current.st_mode & 0o777, current.st_ino, current.st_mtime_ns]
 
 
 def content_digest(content: bytes) -> str:

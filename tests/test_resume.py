@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 import logging
 import sys
+import time
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -194,6 +195,24 @@ def test_a_file_kept_for_draining_goes_when_its_time_is_up_even_if_nothing_chang
     result = syncer.cycle()  # nothing changed in the input, but the delay is over
     assert not result.changed_input and not (out / "b.json").exists() and (out / "a.json").exists()
     assert writer.owned_files() == ["a.json"]
+
+
+def test_a_file_edited_by_hand_is_restored_by_the_next_process_even_after_a_prune(manifests: Path, out: Path) -> None:
+    now = [1000.0]
+    Syncer(DirectorySource(manifests), DrainingRenderer(("a.json", "b.json")), FileWriter(out), identity="v1").cycle()
+    running = Syncer(
+        DirectorySource(manifests), DrainingRenderer(("a.json",)), FileWriter(out, clock=lambda: now[0]), identity="v2"
+    )
+    running.cycle()
+    time.sleep(0.05)  # a later timestamp than our write
+    (out / "a.json").write_bytes(b"y\n")  # by hand: same size, same inode
+    now[0] += 61
+    assert not running.cycle().changed_input and not (out / "b.json").exists()  # the prune rewrote the manifest
+    restarted = Syncer(
+        DirectorySource(manifests), DrainingRenderer(("a.json",)), FileWriter(out), identity="v2"
+    )
+    restarted.cycle()
+    assert (out / "a.json").read_bytes() == b"x\n"
 
 
 def test_run_identity_covers_settings_and_code(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -257,3 +257,16 @@ def test_a_file_changed_behind_the_writers_back_is_rewritten_even_at_the_same_si
     again = writer.write({"a.json": b"12345\n", "b.json": b"x\n"})
     assert again.written == ("a.json",) and again.unchanged == ("b.json",)  # b: by its recorded stat, unread
     assert (tmp_path / "a.json").read_bytes() == b"12345\n"
+
+
+def test_records_carried_through_manifest_only_updates_are_checked_again(tmp_path: Path) -> None:
+    writer = FileWriter(tmp_path)
+    writer.write({"a.json": b"12345\n"})
+    time.sleep(0.05)
+    with open(tmp_path / "a.json", "r+b") as handle:
+        handle.write(b"9")
+    writer.save_meta({"routes": 1})  # rewrites the manifest, carrying a.json's record from before the edit
+    assert not writer.intact()
+    assert writer.write({"a.json": b"12345\n", "c.json": b"{}"}).written == ("a.json", "c.json")
+    assert (tmp_path / "a.json").read_bytes() == b"12345\n" and writer.intact()
+
