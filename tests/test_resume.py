@@ -208,9 +208,7 @@ def test_a_file_edited_by_hand_is_restored_by_the_next_process_even_after_a_prun
     (out / "a.json").write_bytes(b"y\n")  # by hand: same size, same inode
     now[0] += 61
     assert not running.cycle().changed_input and not (out / "b.json").exists()  # the prune rewrote the manifest
-    restarted = Syncer(
-        DirectorySource(manifests), DrainingRenderer(("a.json",)), FileWriter(out), identity="v2"
-    )
+    restarted = Syncer(DirectorySource(manifests), DrainingRenderer(("a.json",)), FileWriter(out), identity="v2")
     restarted.cycle()
     assert (out / "a.json").read_bytes() == b"x\n"
 

@@ -269,4 +269,3 @@ def test_records_carried_through_manifest_only_updates_are_checked_again(tmp_pat
     assert not writer.intact()
     assert writer.write({"a.json": b"12345\n", "c.json": b"{}"}).written == ("a.json", "c.json")
     assert (tmp_path / "a.json").read_bytes() == b"12345\n" and writer.intact()
-
