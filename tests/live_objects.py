@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import trustme
@@ -33,6 +34,33 @@ def default_backend_ingress(name: str, service_name: str) -> Obj:
     return {
         "metadata": {"name": name, "namespace": NS},
         "spec": {"ingressClassName": CLASS, "defaultBackend": backend_ref(service_name)},
+    }
+
+
+def endpoint_slice(
+    addresses: Mapping[str, str],
+    port: int,
+    service_name: str,
+    ready: Sequence[str],
+    not_ready: Sequence[str] = (),
+    terminating: Sequence[str] = (),
+) -> Obj:
+    """The Service's one EndpointSlice: each named echo backend (by its entry in `addresses`) in the given state."""
+    endpoints = [{"addresses": [addresses[n]], "conditions": {"ready": True}} for n in ready]
+    endpoints += [{"addresses": [addresses[n]], "conditions": {"ready": False}} for n in not_ready]
+    endpoints += [
+        {"addresses": [addresses[n]], "conditions": {"ready": False, "serving": True, "terminating": True}}
+        for n in terminating
+    ]
+    return {
+        "metadata": {
+            "name": f"{service_name}-slice",
+            "namespace": NS,
+            "labels": {"kubernetes.io/service-name": service_name},
+        },
+        "addressType": "IPv4",
+        "ports": [{"name": "http", "port": port, "protocol": "TCP"}],
+        "endpoints": endpoints,
     }
 
 

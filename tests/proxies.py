@@ -6,6 +6,7 @@ Everything binds to loopback and every wait is a poll with a deadline.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -19,7 +20,7 @@ import threading
 import time
 import warnings
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import TracebackType
@@ -156,6 +157,26 @@ class EchoServer:
 
 
 # --- proxy processes ---------------------------------------------------------------------------------
+
+
+def start_echo_servers(addresses: Mapping[str, str]) -> tuple[contextlib.ExitStack, dict[str, EchoServer], int]:
+    """One echo server per name on its own loopback address, all on one free port (an EndpointSlice carries one
+    port for all its endpoints); another port when some address has it taken meanwhile."""
+    first_address = next(iter(addresses.values()))
+    for attempt in range(5):
+        port = free_port(first_address)
+        stack = contextlib.ExitStack()
+        try:
+            servers = {
+                name: stack.enter_context(EchoServer(address, port, name, bind_timeout=0))
+                for name, address in addresses.items()
+            }
+            return stack, servers, port
+        except OSError:
+            stack.close()
+            if attempt == 4:
+                raise
+    raise AssertionError("unreachable")
 
 
 def find_binary(name: str, distribution: str) -> str:

@@ -32,6 +32,7 @@ from syncer.loop import Syncer
 from syncer.resources import ResourceKind
 from syncer.source import ApiSource
 from syncer.writer import FileWriter
+from tests import live_objects
 from tests.fakeapi import TEST_TOKEN, FakeKubeAPI
 from tests.live_objects import (
     CLASS,
@@ -45,7 +46,7 @@ from tests.live_objects import (
     service,
     tls_secret,
 )
-from tests.proxies import EchoServer, Reply, TraefikProcess, find_traefik, free_port, request
+from tests.proxies import EchoServer, Reply, TraefikProcess, find_traefik, request, start_echo_servers
 
 DEFAULT_CERT_CN = "TRAEFIK DEFAULT CERT"
 PROPAGATION_LIMIT = 3.0  # seconds from the end of a cycle to the new state answering requests
@@ -124,41 +125,7 @@ def generation_rule(config_file: Path) -> str:
 def endpoint_slice(
     live: Live, service_name: str, ready: Sequence[str], not_ready: Sequence[str] = (), terminating: Sequence[str] = ()
 ) -> Obj:
-    endpoints = [{"addresses": [BACKEND_ADDRESSES[n]], "conditions": {"ready": True}} for n in ready]
-    endpoints += [{"addresses": [BACKEND_ADDRESSES[n]], "conditions": {"ready": False}} for n in not_ready]
-    endpoints += [
-        {"addresses": [BACKEND_ADDRESSES[n]], "conditions": {"ready": False, "serving": True, "terminating": True}}
-        for n in terminating
-    ]
-    return {
-        "metadata": {
-            "name": f"{service_name}-slice",
-            "namespace": NS,
-            "labels": {"kubernetes.io/service-name": service_name},
-        },
-        "addressType": "IPv4",
-        "ports": [{"name": "http", "port": live.port, "protocol": "TCP"}],
-        "endpoints": endpoints,
-    }
-
-
-def start_backends() -> tuple[contextlib.ExitStack, dict[str, EchoServer], int]:
-    """All echo servers on one free port; another port when some address has it taken meanwhile."""
-    first_address = next(iter(BACKEND_ADDRESSES.values()))
-    for attempt in range(5):
-        port = free_port(first_address)
-        stack = contextlib.ExitStack()
-        try:
-            servers = {
-                name: stack.enter_context(EchoServer(address, port, name, bind_timeout=0))
-                for name, address in BACKEND_ADDRESSES.items()
-            }
-            return stack, servers, port
-        except OSError:
-            stack.close()
-            if attempt == 4:
-                raise
-    raise AssertionError("unreachable")
+    return live_objects.endpoint_slice(BACKEND_ADDRESSES, live.port, service_name, ready, not_ready, terminating)
 
 
 @pytest.fixture(scope="module")
@@ -168,7 +135,7 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
     dynamic_dir, work_dir = base / "dynamic", base / "traefik"
     dynamic_dir.mkdir()
     with contextlib.ExitStack() as stack:
-        backend_stack, backends, port = start_backends()
+        backend_stack, backends, port = start_echo_servers(BACKEND_ADDRESSES)
         stack.enter_context(backend_stack)
         api = stack.enter_context(FakeKubeAPI(tokens=[TEST_TOKEN]))
         cluster = ClusterConfig(server=api.url, credentials=StaticToken(TEST_TOKEN))
