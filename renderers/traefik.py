@@ -89,12 +89,35 @@ class TraefikRenderer:
         "config-dir": "",
     }
 
+    bootstrap_options: ClassVar[Mapping[str, tuple[str, str]]] = {
+        "http-address": (":80", "Address of the HTTP entry point."),
+        "https-address": (":443", "Address of the HTTPS entry point."),
+        "admin-address": ("127.0.0.1:8082", "Address of /ping and the API."),
+        "throttle": ("200ms", "providers.providersThrottleDuration."),
+    }
+
     def __init__(self, options: Mapping[str, str], output_dir: str = "") -> None:
         merged = check_known_options(self.name, options, self.DEFAULTS)
         self.config_dir = (merged["config-dir"] or output_dir).rstrip("/")
         self.http_entrypoint = merged["entrypoint-http"]
         self.https_entrypoint = merged["entrypoint-https"]
         self.redirect_https = parse_bool(self.name, "redirect-https", merged["redirect-https"])
+
+    def holds_secret(self, name: str) -> bool:
+        """Key files (certs/*.key) are 0600 in a 0700 folder; certificates and the main file are not secret."""
+        return name.startswith("certs/") and name.endswith(".key")
+
+    def bootstrap(self, output_dir: str, settings: Mapping[str, str]) -> str:
+        """Print a Traefik static configuration (entry points, file provider watching --output-dir, ping)."""
+        return bootstrap_config(
+            output_dir,
+            http_address=settings["http-address"],
+            https_address=settings["https-address"],
+            admin_address=settings["admin-address"],
+            entrypoint_http=self.http_entrypoint,
+            entrypoint_https=self.https_entrypoint,
+            throttle=settings["throttle"],
+        )
 
     def render(self, model: RoutingModel) -> Mapping[str, bytes]:
         routers: dict[str, dict[str, Any]] = {}

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from syncer.errors import ConfigError
-from syncer.leader import LEASE_DURATION, RENEW_DEADLINE, RETRY_PERIOD, check_timing
+from syncer.run.leader import LEASE_DURATION, RENEW_DEADLINE, RETRY_PERIOD, check_timing
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("text", "json")

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from syncer import jsoncodec
-from syncer.resources import WATCHED_KINDS
+from syncer.kube.resources import WATCHED_KINDS
 
 KubeObject = Mapping[str, Any]
 

@@ -13,7 +13,7 @@ from typing import Any, Protocol
 import yaml
 
 from syncer.errors import KubeError, SourceError
-from syncer.resources import KINDS_BY_NAME, TLS_SECRET, WATCHED_KINDS, ResourceKind
+from syncer.kube.resources import KINDS_BY_NAME, TLS_SECRET, WATCHED_KINDS, ResourceKind
 from syncer.snapshot import KubeObject, Snapshot
 
 log = logging.getLogger("syncer.source")

@@ -25,12 +25,12 @@ from typing import Any
 
 import yaml
 
-from syncer.kube import KubeClient
-from syncer.kubeconfig import load_cluster_config
-from syncer.loop import Syncer
-from syncer.plugins import load_renderer
+from syncer.kube.client import KubeClient
+from syncer.kube.kubeconfig import load_cluster_config
+from syncer.output.writer import MANIFEST_NAME, FileWriter
+from syncer.render.plugins import load_renderer
+from syncer.run.cycle import Syncer
 from syncer.source import ApiSource, Source
-from syncer.writer import MANIFEST_NAME, FileWriter
 from tests.fakeapi import TEST_TOKEN, FakeKubeAPI
 from tests.test_api_source import load_demo
 

@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 import requests
 
-from renderers.envoy_bootstrap import bootstrap_config
+from renderers.envoy.bootstrap import bootstrap_config
 from tests.proxies import LOOPBACK, ProxyProcess, ProxyStartError, find_binary, free_port
 
 _REPO_ROOT = Path(__file__).resolve().parent.parent

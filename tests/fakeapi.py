@@ -34,7 +34,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 import trustme
 
-from syncer.resources import LEASE, WATCHED_KINDS, ResourceKind, resolve_kind
+from syncer.kube.resources import LEASE, WATCHED_KINDS, ResourceKind, resolve_kind
 
 Obj = dict[str, Any]
 TEST_TOKEN = "tok-7f3a9c1e-do-not-log"  # the token the fixtures accept; tests assert it never leaks

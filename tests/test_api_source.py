@@ -14,8 +14,8 @@ import pytest
 import yaml
 
 from syncer.errors import SourceError
-from syncer.kube import KubeClient
-from syncer.kubeconfig import ClusterConfig, Credential
+from syncer.kube.client import KubeClient
+from syncer.kube.kubeconfig import ClusterConfig, Credential
 from syncer.snapshot import ObjectKey
 from syncer.source import ApiSource, DirectorySource
 from tests.fakeapi import TEST_TOKEN, FakeKubeAPI
@@ -164,7 +164,7 @@ def test_once_against_the_api_then_nothing_then_api_down(
 
 def test_in_cluster_token_rotation_recovers_on_the_401(fake_api_tls: FakeKubeAPI, tmp_path: Path) -> None:
     """Bound service-account tokens rotate: a 401 makes the client re-read the token file and succeed."""
-    from syncer.kubeconfig import load_cluster_config
+    from syncer.kube.kubeconfig import load_cluster_config
 
     load_demo(fake_api_tls)
     root = tmp_path / "serviceaccount"
@@ -254,7 +254,7 @@ def test_publish_with_source_is_a_usage_error(tmp_path: Path) -> None:
 
 
 def test_api_requests_are_counted_by_resource_and_code(fake_api: FakeKubeAPI) -> None:
-    from syncer.metrics import Metrics
+    from syncer.run.metrics import Metrics
 
     load_demo(fake_api)
     metrics = Metrics()

@@ -36,7 +36,7 @@ def test_no_module_but_kube_imports_requests() -> None:
 
 def test_renderers_never_see_kubernetes_objects() -> None:
     """Kubernetes semantics live in the translator: renderers import the model, never snapshots or sources."""
-    forbidden = ("syncer.snapshot", "syncer.source", "syncer.translate", "syncer.kube", "syncer.resources")
+    forbidden = ("syncer.snapshot", "syncer.source", "syncer.translate", "syncer.kube.client", "syncer.kube.resources")
     offenders = [
         f"{path.name}: {name}"
         for path in sorted((REPO / "renderers").rglob("*.py"))

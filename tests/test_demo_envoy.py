@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 import yaml
 
-from renderers.envoy_bootstrap import bootstrap_config
+from renderers.envoy.bootstrap import bootstrap_config
 from tests.demo import API, DEMO_SOURCE, MANIFEST_FILE, WEB, run_syncer_once, serve_demo_backends
 from tests.envoy_proxy import EnvoyProcess, EnvoyStartError, find_envoy, referenced_files, rendered_versions
 from tests.proxies import LOOPBACK, EchoServer, Reply, decode_cert, free_port, request
@@ -135,7 +135,7 @@ def test_syncer_once_output(demo: EnvoyRun) -> None:
 
 def test_bootstrap_is_the_syncer_command_output(demo: EnvoyRun) -> None:
     # The file Envoy runs on is what `syncer bootstrap envoy` printed (a subprocess), which must in turn be
-    # what renderers.envoy_bootstrap builds for the same arguments.
+    # what renderers.envoy.bootstrap builds for the same arguments.
     bootstrap = demo.envoy.bootstrap
     admin_address = f"{LOOPBACK}:{demo.envoy.admin_port}"
     assert bootstrap == bootstrap_config(str(demo.output_dir), admin_address=admin_address, node_id=demo.envoy.node_id)

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from renderers.envoy import EnvoyRenderer
 from renderers.traefik import TraefikRenderer
 from syncer.model import RoutingModel, model_to_plain
-from syncer.plugins import Renderer
+from syncer.render.contract import Renderer
 from syncer.snapshot import KubeObject, Snapshot, fingerprint
 from syncer.source import DirectorySource
 from syncer.translate import TranslateOptions, translate

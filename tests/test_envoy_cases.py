@@ -27,11 +27,11 @@ import yaml
 from requests.adapters import HTTPAdapter
 
 from renderers.envoy import EnvoyRenderer
-from renderers.envoy_bootstrap import validate_with_envoy
+from renderers.envoy.bootstrap import validate_with_envoy
 from syncer.model import Backend, Endpoint, RoutingModel
+from syncer.output.writer import FileWriter
 from syncer.source import DirectorySource
 from syncer.translate import TranslateOptions, translate
-from syncer.writer import FileWriter
 from tests.envoy_proxy import EnvoyProcess, find_envoy, referenced_files
 from tests.proxies import LOOPBACK, EchoServer, free_port
 from tests.reference_matcher import answer, generate_requests

@@ -27,12 +27,12 @@ import trustme
 from cryptography import x509
 
 from renderers.envoy import EnvoyRenderer
-from renderers.envoy_bootstrap import bootstrap_config
-from syncer.kube import KubeClient
-from syncer.kubeconfig import ClusterConfig, Credential
-from syncer.loop import CycleResult, Syncer
+from renderers.envoy.bootstrap import bootstrap_config
+from syncer.kube.client import KubeClient
+from syncer.kube.kubeconfig import ClusterConfig, Credential
+from syncer.output.writer import FileWriter
+from syncer.run.cycle import CycleResult, Syncer
 from syncer.source import ApiSource
-from syncer.writer import FileWriter
 from tests import live_objects
 from tests.envoy_proxy import EnvoyProcess, EnvoyStartError, find_envoy
 from tests.fakeapi import TEST_TOKEN, FakeKubeAPI

@@ -12,10 +12,10 @@ import pytest
 
 from renderers.envoy import EnvoyRenderer
 from syncer.errors import RenderError
-from syncer.loop import Syncer
 from syncer.model import RoutingModel
+from syncer.output.writer import FileWriter
+from syncer.run.cycle import Syncer
 from syncer.source import DirectorySource
-from syncer.writer import FileWriter
 
 DEMO = Path(__file__).resolve().parent.parent / "fixtures" / "demo"
 

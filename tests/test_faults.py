@@ -32,12 +32,12 @@ from typing import Any
 
 import pytest
 
-from syncer.kube import KubeClient
-from syncer.kubeconfig import load_cluster_config
-from syncer.loop import RunLoop, Syncer
-from syncer.plugins import load_renderer
+from syncer.kube.client import KubeClient
+from syncer.kube.kubeconfig import load_cluster_config
+from syncer.output.writer import FileWriter
+from syncer.render.plugins import load_renderer
+from syncer.run.cycle import RunLoop, Syncer
 from syncer.source import ApiSource
-from syncer.writer import FileWriter
 from tests.cluster import (
     CHANGED_PATH,
     RENDERERS,
@@ -291,7 +291,7 @@ def act_out(fault: ApiFault, renderer: str, tmp_path: Path) -> None:
             recovery = len(run.lines)
             fault.end(cluster)
             run.wait_for_log("wrote ", since=recovery)
-            first_fetch = next(line for line in run.lines[recovery:] if "syncer.loop: cycle: " in line)
+            first_fetch = next(line for line in run.lines[recovery:] if "syncer.run.cycle: cycle: " in line)
             assert "ingresses +0 ~1 -0" in first_fetch, run.log  # the first good cycle saw the change and wrote it
             assert mentions(run_out, CHANGED_PATH)
             assert run.stop() == 0, run.log

@@ -28,7 +28,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from renderers.envoy import EnvoyRenderer
-from renderers.envoy_bootstrap import validate_with_envoy
+from renderers.envoy.bootstrap import validate_with_envoy
 from renderers.traefik import CONFIG_FILE, TraefikRenderer
 from syncer.model import RoutingModel
 from syncer.snapshot import KubeObject, Snapshot

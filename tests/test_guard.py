@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 
 from syncer.errors import RemovalHeld
-from syncer.guard import RemovalGuard
-from syncer.loop import Syncer
-from syncer.metrics import Metrics
 from syncer.model import RoutingModel
+from syncer.output.guard import RemovalGuard
+from syncer.output.writer import FileWriter
+from syncer.run.cycle import Syncer
+from syncer.run.metrics import Metrics
 from syncer.source import DirectorySource
-from syncer.writer import FileWriter
 
 DEMO = Path(__file__).resolve().parent.parent / "fixtures" / "demo"
 

@@ -40,14 +40,14 @@ import pytest
 import yaml
 
 from renderers.envoy import EnvoyRenderer
-from renderers.envoy_bootstrap import validate_with_envoy
+from renderers.envoy.bootstrap import validate_with_envoy
 from renderers.traefik import CONFIG_FILE, GENERATION_ROUTER, TraefikRenderer, host_rule, path_rule
 from syncer.errors import SourceError
 from syncer.model import Endpoint, RoutingModel, SourceRef
+from syncer.output.writer import FileWriter
 from syncer.snapshot import KubeObject, Snapshot
 from syncer.source import DirectorySource
 from syncer.translate import TranslateOptions, Translation, translate
-from syncer.writer import FileWriter
 from tests.envoy_proxy import EnvoyProcess, find_envoy
 from tests.proxies import LOOPBACK, TraefikProcess, find_traefik, free_port, request
 from tests.reference_matcher import (

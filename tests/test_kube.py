@@ -22,9 +22,9 @@ from syncer.errors import (
     KubeUnauthorized,
     KubeUnavailable,
 )
-from syncer.kube import KubeClient
-from syncer.kubeconfig import ClusterConfig, Credential
-from syncer.resources import INGRESS, TLS_SECRET
+from syncer.kube.client import KubeClient
+from syncer.kube.kubeconfig import ClusterConfig, Credential
+from syncer.kube.resources import INGRESS, TLS_SECRET
 from tests.fakeapi import TEST_TOKEN, FakeKubeAPI, RecordedRequest
 
 PROXY_VARS = (
@@ -345,7 +345,7 @@ def test_total_retry_time_is_bounded(fake_api: FakeKubeAPI) -> None:
 
 
 def test_retries_exhausted_raise_kube_unavailable(fake_api: FakeKubeAPI, caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.WARNING, "syncer.kube")
+    caplog.set_level(logging.WARNING, "syncer.kube.client")
     fake_api.inject(503, times=100)
     with client_for(fake_api, max_attempts=3) as client, pytest.raises(KubeUnavailable) as info:
         client.list("ingresses")

@@ -17,8 +17,8 @@ import pytest
 import yaml  # type: ignore[import-untyped]  # no stubs installed; only safe_dump is used
 
 from syncer.errors import ConfigError
-from syncer.exec_credential import ExecConfig, parse_rfc3339, run_exec_plugin
-from syncer.kubeconfig import (
+from syncer.kube.exec_credential import ExecConfig, parse_rfc3339, run_exec_plugin
+from syncer.kube.kubeconfig import (
     ClusterConfig,
     Credential,
     ExecCredentialSource,

@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 
-from syncer.kube import KubeClient
-from syncer.kubeconfig import ClusterConfig, Credential
-from syncer.leader import LeaderElector, check_timing, default_identity, micro_time
+from syncer.kube.client import KubeClient
+from syncer.kube.kubeconfig import ClusterConfig, Credential
+from syncer.run.leader import LeaderElector, check_timing, default_identity, micro_time
 from tests.fakeapi import TEST_TOKEN, FakeKubeAPI, RecordedRequest
 
 NS, NAME = "ingress-syncer", "ingress-syncer"
@@ -147,7 +147,7 @@ def test_micro_time_format() -> None:
 def test_single_elector_creates_the_lease_then_renews_it(
     fake_api: FakeKubeAPI, clients: Callable[[], KubeClient], caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, "syncer.leader")
+    caplog.set_level(logging.INFO, "syncer.run.leader")
     clock = FakeClock()
     a = elector(clients, "a", clock)
     assert not a.is_leader()
@@ -186,7 +186,7 @@ def test_a_second_candidate_waits_while_the_first_renews(
 def test_takeover_after_the_lease_duration_by_the_candidates_own_clock(
     fake_api: FakeKubeAPI, clients: Callable[[], KubeClient], caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, "syncer.leader")
+    caplog.set_level(logging.INFO, "syncer.run.leader")
     clock_b = FakeClock()
     a, b = elector(clients, "a"), elector(clients, "b", clock_b)
     assert a.try_acquire_or_renew()
@@ -209,7 +209,7 @@ def test_takeover_after_the_lease_duration_by_the_candidates_own_clock(
 def test_release_lets_the_other_take_over_at_its_next_try(
     fake_api: FakeKubeAPI, clients: Callable[[], KubeClient], caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, "syncer.leader")
+    caplog.set_level(logging.INFO, "syncer.run.leader")
     a, b = elector(clients, "a"), elector(clients, "b")
     assert a.try_acquire_or_renew()
     assert not b.try_acquire_or_renew()
@@ -284,7 +284,7 @@ def test_losing_the_create_race_is_not_leading(fake_api: FakeKubeAPI, clients: C
 def test_an_outage_longer_than_the_renew_deadline_ends_leadership(
     fake_api: FakeKubeAPI, clients: Callable[[], KubeClient], caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.DEBUG, "syncer.leader")
+    caplog.set_level(logging.DEBUG, "syncer.run.leader")
     clock = FakeClock()
     a = elector(clients, "a", clock)
     assert a.try_acquire_or_renew()
@@ -410,7 +410,7 @@ def test_stop_is_bounded_when_the_thread_is_stuck(fake_api: FakeKubeAPI, clients
 
 
 def test_the_default_namespace_is_the_pods(tmp_path: Path) -> None:
-    from syncer.kubeconfig import in_cluster_namespace
+    from syncer.kube.kubeconfig import in_cluster_namespace
 
     assert in_cluster_namespace(str(tmp_path)) is None  # outside a pod: the CLI falls back to "default"
     (tmp_path / "namespace").write_text("ingress-system\n")

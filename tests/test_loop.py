@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 
 from syncer.errors import RenderError, SourceError
-from syncer.heap import collector_paused, reclaim
-from syncer.loop import RunLoop, Syncer
 from syncer.model import RoutingModel
+from syncer.output.writer import FileWriter
+from syncer.run.cycle import RunLoop, Syncer
+from syncer.run.heap import collector_paused, reclaim
 from syncer.source import DirectorySource
-from syncer.writer import FileWriter
 
 
 class CountingRenderer:
@@ -177,7 +177,7 @@ def test_a_cycle_longer_than_the_interval_is_followed_at_once() -> None:
 
 
 def test_a_replaced_snapshot_is_freed_at_once_without_the_cyclic_collector(manifests: Path, out: Path) -> None:
-    """The collector is paused during cycles and looks at their objects once a minute (syncer.heap): a reference
+    """The collector is paused during cycles and looks at their objects once a minute (syncer.run.heap): a reference
     cycle through a translation would keep every replaced snapshot (hundreds of MB at 10,000 Services) until then."""
     syncer = Syncer(DirectorySource(manifests), CountingRenderer(), FileWriter(out))
     syncer.cycle()

@@ -16,13 +16,13 @@ from pathlib import Path
 import pytest
 
 from syncer.errors import RemovalHeld
-from syncer.guard import RemovalGuard
-from syncer.identity import code_digest, run_identity
-from syncer.loop import Syncer
-from syncer.metrics import Metrics
 from syncer.model import RoutingModel
+from syncer.output.guard import RemovalGuard
+from syncer.output.identity import code_digest, run_identity
+from syncer.output.writer import FileWriter
+from syncer.run.cycle import Syncer
+from syncer.run.metrics import Metrics
 from syncer.source import DirectorySource
-from syncer.writer import FileWriter
 
 IDENTITY = "code and settings of this test"
 
@@ -65,7 +65,7 @@ def test_second_process_with_the_same_input_renders_and_writes_nothing(
     assert first.cycle().write is not None and first_renderer.calls == 1
     written = folder_state(out)
     caplog.clear()
-    with caplog.at_level(logging.INFO, logger="syncer.loop"):
+    with caplog.at_level(logging.INFO, logger="syncer.run.cycle"):
         second, renderer = process(manifests, out)
         result = second.cycle()
     assert renderer.calls == 0 and not result.changed_input and result.write is None

@@ -11,12 +11,12 @@ from typing import Any
 import pytest
 
 from syncer.errors import ConfigError
-from syncer.kube import KubeClient
-from syncer.kubeconfig import ClusterConfig, Credential
+from syncer.kube.client import KubeClient
+from syncer.kube.kubeconfig import ClusterConfig, Credential
 from syncer.model import SourceRef
+from syncer.run.status import PublishResult, PublishTarget, StatusPublisher, desired_load_balancer
 from syncer.snapshot import Snapshot
 from syncer.source import ApiSource
-from syncer.status import PublishResult, PublishTarget, StatusPublisher, desired_load_balancer
 from tests.fakeapi import TEST_TOKEN, FakeKubeAPI, RecordedRequest
 
 ADDRESSES = ["203.0.113.10", "lb.example.com"]
@@ -221,7 +221,7 @@ def test_writes_are_logged_one_line_each(
 ) -> None:
     caplog.set_level(logging.INFO, logger="syncer")
     StatusPublisher(client, PublishTarget.from_addresses(ADDRESSES)).publish(fetch(client), SERVED[:1])
-    lines = [r.getMessage() for r in caplog.records if r.name == "syncer.status"]
+    lines = [r.getMessage() for r in caplog.records if r.name == "syncer.run.status"]
     assert lines == ["status of Ingress default/web set to 203.0.113.10, lb.example.com"]
 
 
@@ -338,7 +338,9 @@ def test_a_failing_write_is_logged_counted_and_retried_next_cycle(
     # 5xx is retried once within the publish (so it must fail twice); 409/422 are not retried at all.
     api.inject(code, times=2 if code >= 500 else 1, path_contains="/ingresses/web/status")
     assert publisher.publish(fetch(client), SERVED) == PublishResult(written=2, failed=1)
-    failures = [r.getMessage() for r in caplog.records if r.name == "syncer.status" and r.levelno == logging.WARNING]
+    failures = [
+        r.getMessage() for r in caplog.records if r.name == "syncer.run.status" and r.levelno == logging.WARNING
+    ]
     assert len(failures) == 1 and failures[0].startswith("status of Ingress default/web not written")
     assert f"HTTP {code}" in failures[0] and "\n" not in failures[0]
     assert status_of(api, "default", "web") is None
@@ -363,14 +365,16 @@ def test_forbidden_names_the_verb_and_subresource_to_grant(
     publisher = StatusPublisher(client, PublishTarget.from_addresses(ADDRESSES))
     assert publisher.publish(fetch(client), SERVED) == PublishResult(failed=3)
     assert len(patches(api)) == 3  # a 403 is not retried
-    warnings = [r.getMessage() for r in caplog.records if r.name == "syncer.status" and r.levelno == logging.WARNING]
+    warnings = [
+        r.getMessage() for r in caplog.records if r.name == "syncer.run.status" and r.levelno == logging.WARNING
+    ]
     assert len(warnings) == 3
     assert 'grant verb "patch" on resource "ingresses/status" in API group "networking.k8s.io"' in warnings[0]
     assert 'cannot patch resource "ingresses/status"' in warnings[0]  # the server's own words
 
     caplog.clear()
     assert publisher.publish(fetch(client), SERVED) == PublishResult(failed=3)
-    assert not [r for r in caplog.records if r.name == "syncer.status" and r.levelno >= logging.WARNING]
+    assert not [r for r in caplog.records if r.name == "syncer.run.status" and r.levelno >= logging.WARNING]
 
 
 def test_an_ingress_deleted_before_its_patch_is_logged_not_raised(

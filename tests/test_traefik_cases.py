@@ -25,9 +25,9 @@ from requests.adapters import HTTPAdapter
 
 from renderers.traefik import CONFIG_FILE, GENERATION_ROUTER, TraefikRenderer
 from syncer.model import Backend, Endpoint, RoutingModel
+from syncer.output.writer import FileWriter
 from syncer.source import DirectorySource
 from syncer.translate import TranslateOptions, translate
-from syncer.writer import FileWriter
 from tests.proxies import LOOPBACK, EchoServer, TraefikProcess, find_traefik
 from tests.reference_matcher import answer, generate_requests
 from tests.test_golden import CASES, case_names, load_options

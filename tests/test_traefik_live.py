@@ -26,12 +26,12 @@ import yaml
 from cryptography import x509
 
 from renderers.traefik import CONFIG_FILE, GENERATION_ROUTER, TraefikRenderer
-from syncer.kube import KubeClient
-from syncer.kubeconfig import ClusterConfig, Credential
-from syncer.loop import Syncer
-from syncer.resources import ResourceKind
+from syncer.kube.client import KubeClient
+from syncer.kube.kubeconfig import ClusterConfig, Credential
+from syncer.kube.resources import ResourceKind
+from syncer.output.writer import FileWriter
+from syncer.run.cycle import Syncer
 from syncer.source import ApiSource
-from syncer.writer import FileWriter
 from tests import live_objects
 from tests.fakeapi import TEST_TOKEN, FakeKubeAPI
 from tests.live_objects import (

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from syncer.atomic import atomic_write
 from syncer.errors import WriteError
-from syncer.writer import MANIFEST_NAME, FileWriter, file_mode, redact
+from syncer.output.atomic import atomic_write
+from syncer.output.writer import MANIFEST_NAME, FileWriter, redact
 
 KEY_PEM = b"-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBg\n-----END PRIVATE KEY-----\n"
 
@@ -62,15 +62,24 @@ def test_stale_owned_files_are_pruned_foreign_files_kept(tmp_path: Path) -> None
     assert writer.owned_files() == ["a.yaml"]
 
 
-def test_key_files_are_owner_only_even_with_a_permissive_umask(tmp_path: Path) -> None:
+def test_files_declared_secret_are_owner_only_even_with_a_permissive_umask(tmp_path: Path) -> None:
     old = os.umask(0)
     try:
-        FileWriter(tmp_path).write({"certs.yaml": b"key: |\n" + KEY_PEM, "plain.yaml": b"x: 1\n"})
+        files = {"certs.yaml": b"key: |\n" + KEY_PEM, "plain.yaml": b"x: 1\n", "token.txt": b"no PEM marker\n"}
+        FileWriter(tmp_path).write(files, secret=lambda name: name != "plain.yaml")
     finally:
         os.umask(old)
     assert mode_of(tmp_path / "certs.yaml") == 0o600
+    assert mode_of(tmp_path / "token.txt") == 0o600  # the renderer's word, not the bytes, decides
     assert mode_of(tmp_path / "plain.yaml") == 0o644
-    assert file_mode(KEY_PEM) == 0o600
+
+
+def test_a_file_that_becomes_secret_is_rewritten_owner_only(tmp_path: Path) -> None:
+    writer = FileWriter(tmp_path)
+    writer.write({"a.pem": KEY_PEM})
+    assert mode_of(tmp_path / "a.pem") == 0o644  # not declared: the writer does not read the bytes
+    writer.write({"a.pem": KEY_PEM}, secret=lambda name: True)
+    assert mode_of(tmp_path / "a.pem") == 0o600
 
 
 def test_no_temp_files_are_left_behind(tmp_path: Path) -> None:
@@ -242,7 +251,8 @@ def test_key_files_live_in_an_owner_only_folder(tmp_path: Path) -> None:
     writer = FileWriter(tmp_path)
     (tmp_path / "certs").mkdir(mode=0o755)
     (tmp_path / "certs").chmod(0o755)
-    writer.write({"certs/a.key": KEY_PEM, "certs/a.crt": b"-----BEGIN CERTIFICATE-----\n", "eds/x.json": b"{}"})
+    files = {"certs/a.key": KEY_PEM, "certs/a.crt": b"-----BEGIN CERTIFICATE-----\n", "eds/x.json": b"{}"}
+    writer.write(files, secret=lambda name: name.endswith(".key"))
     assert mode_of(tmp_path / "certs") == 0o700
     assert mode_of(tmp_path / "certs/a.key") == 0o600
     assert mode_of(tmp_path / "eds") == 0o755

@@ -13,13 +13,13 @@ from pathlib import Path
 from typing import Protocol
 
 from syncer.errors import ConfigError
-from syncer.exec_credential import (
+from syncer.kube.exec_credential import (
     EXEC_TIMEOUT,
     ExecConfig,
     parse_exec_config,
     run_exec_plugin,
 )
-from syncer.kubeconfig_file import (
+from syncer.kube.kubeconfig_file import (
     Entry,
     MergedKubeconfig,
     as_list,

@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from syncer import jsoncodec
-from syncer.atomic import (
+from syncer.errors import WriteError
+from syncer.output.atomic import (
     CAN_SYNC_FILESYSTEM,
     TEMP_SUFFIX,
     atomic_write,
@@ -24,15 +25,13 @@ from syncer.atomic import (
     sync_filesystem,
     unlink_quietly,
 )
-from syncer.errors import WriteError
 
 # In a hidden subfolder: a proxy that watches the output folder (Envoy's watched_directory, Traefik's
 # file provider) reacts to every rename into it, and the manifest changes more often than the config.
-log = logging.getLogger("syncer.writer")
+log = logging.getLogger("syncer.output.writer")
 
 MANIFEST_NAME = ".ingress-syncer/manifest.json"
 BATCH_FLUSH_FILES = 256  # from this many files in one write, one syncfs instead of an fsync per file (Linux)
-_PRIVATE_KEY_MARK = b"PRIVATE KEY-----"
 _PEM_KEY_BLOCK = re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----.*?-----END [A-Z ]*PRIVATE KEY-----", re.S)
 
 
@@ -47,9 +46,12 @@ class WriteResult:
         return bool(self.written or self.removed)
 
 
-def file_mode(content: bytes) -> int:
-    """Anything holding a private key is readable by the owner only."""
-    return 0o600 if _PRIVATE_KEY_MARK in content else 0o644
+SECRET_MODE = 0o600  # a file the renderer declares secret (a private key): the owner only, in a 0700 folder
+PLAIN_MODE = 0o644
+
+
+def no_secrets(name: str) -> bool:
+    return False
 
 
 def redact(text: str) -> str:
@@ -149,12 +151,14 @@ class FileWriter:
         prune: bool = True,
         prune_delay: float | Callable[[str], float] = 0.0,
         meta: Mapping[str, Any] | None = None,
+        secret: Callable[[str], bool] = no_secrets,
     ) -> WriteResult:
         """Writes in the mapping's order (renderers put referenced files first), then prunes stale ones.
 
         A file no longer produced is removed only after every file is written, and only once it has been
         stale for `prune_delay` seconds (a proxy may go on reading it meanwhile: Envoy's draining listeners
-        do). With `prune=False` nothing is removed: an intermediate step of a transition.
+        do). With `prune=False` nothing is removed: an intermediate step of a transition. Files for which
+        `secret(name)` is true (the renderer's say, syncer.render.contract) are written 0600 in 0700 folders.
         """
         self.check()
         for name in files:
@@ -165,6 +169,7 @@ class FileWriter:
         old_meta = dict(data["meta"]) if isinstance(data.get("meta"), dict) else {}
         new_meta = dict(meta) if meta is not None else old_meta
         digests = {name: content_digest(content) for name, content in files.items()}
+        modes = {name: SECRET_MODE if secret(name) else PLAIN_MODE for name in files}
         now = self._clock()
         stale = {name: pending.get(name, now) for name in set(live) | set(pending) if name not in files}
         delay = prune_delay if callable(prune_delay) else (lambda name: float(prune_delay))
@@ -176,14 +181,14 @@ class FileWriter:
             fresh = dict(records)
             written = []
             for name, content in files.items():
-                record = self._unchanged_record(name, content, digests[name], records)
+                record = self._unchanged_record(name, content, modes[name], digests[name], records)
                 if record is None:
                     written.append(name)
                 else:
                     fresh[name] = record
             rewritten = set(written)
             unchanged = [name for name in files if name not in rewritten]
-            self._replace_all([(self.output_dir / name, files[name]) for name in written])
+            self._replace_all([(self.output_dir / name, files[name], modes[name]) for name in written])
             for name in written:
                 fresh[name] = [*_stat_key(os.stat(self.output_dir / name)), digests[name]]
             # Only after every referencing file is replaced may the files they used to name disappear.
@@ -240,7 +245,7 @@ class FileWriter:
         return redact("".join(chunks))
 
     def _unchanged_record(
-        self, name: str, content: bytes, digest: str, records: Mapping[str, list[Any]]
+        self, name: str, content: bytes, mode: int, digest: str, records: Mapping[str, list[Any]]
     ) -> list[Any] | None:
         """The file's record when `name` already holds `content` (nothing to write), None when it must be written.
         A file whose stat is the one recorded when it was written, with the same content digest, is not read
@@ -251,21 +256,21 @@ class FileWriter:
         except FileNotFoundError:
             return None
         record = [*_stat_key(current), digest]
-        if current.st_size != len(content) or record[1] != file_mode(content):
+        if current.st_size != len(content) or record[1] != mode:
             return None
         if records.get(name) == record:
             return record
         with open(target, "rb") as current_file:
             return record if current_file.read() == content else None
 
-    def _replace_all(self, batch: list[tuple[Path, bytes]]) -> None:
+    def _replace_all(self, batch: list[tuple[Path, bytes, int]]) -> None:
         """Every file staged (written and fsynced) first, then renamed into place in the batch's order.
 
         Renaming in order keeps the renderer's promise that a file appears only after those it names; a
         folder is fsynced once, when the renames move on to another folder (and at the end), instead of
         after every file: the same durability, at a tenth of the cost for 10,000 files.
         """
-        staged: list[tuple[Path, Path, bytes]] = []
+        staged: list[tuple[Path, Path, bytes, int]] = []
         renamed = 0
         # Thousands of files (a first write, a cluster-wide change): one flush of the filesystem instead of one
         # fsync each, which on ext4 is a journal commit each (measured 7-8 s for 11,000 files, 1.6-2.1 s with
@@ -273,17 +278,16 @@ class FileWriter:
         flush_once = len(batch) >= BATCH_FLUSH_FILES and CAN_SYNC_FILESYSTEM
         try:
             ensured: set[tuple[Path, int]] = set()
-            for target, content in batch:
-                mode = file_mode(content)
+            for target, content, mode in batch:
                 if (target.parent, mode) not in ensured:  # once per folder: 10,000 files share a handful
-                    self._ensure_folder(target.parent, private=mode == 0o600)
+                    self._ensure_folder(target.parent, private=mode == SECRET_MODE)
                     ensured.add((target.parent, mode))
                 temp = stage_file(target, content, mode, self.staging_dir, fsync=not flush_once)
-                staged.append((temp, target, content))
+                staged.append((temp, target, content, mode))
             if flush_once and staged:
                 sync_filesystem(staged[0][0].parent)
             pending_folder: Path | None = None
-            for temp, target, _ in staged:
+            for temp, target, _, _ in staged:
                 if pending_folder is not None and pending_folder != target.parent:
                     fsync_dir(pending_folder)
                 try:
@@ -298,17 +302,17 @@ class FileWriter:
             if pending_folder is not None:
                 fsync_dir(pending_folder)
         finally:
-            for temp, _, _ in staged[renamed:]:
+            for temp, _, _, _ in staged[renamed:]:
                 unlink_quietly(temp)
 
-    def _after_cross_device(self, target: Path, rest: list[tuple[Path, Path, bytes]]) -> None:
+    def _after_cross_device(self, target: Path, rest: list[tuple[Path, Path, bytes, int]]) -> None:
         """Same device, yet no rename across: a bind mount. From now on temp files go beside the target (named
         so no proxy loads them); probing up front would cost the proxies a reload per run."""
         log.info("%s is a separate mount from %s: temp files go into the output folder", target.parent,
                  self.staging_dir)  # fmt: skip
         self._staging_dir, self._staging_chosen = None, True
-        for _, later_target, content in rest:
-            atomic_write(later_target, content, file_mode(content), None)
+        for _, later_target, content, mode in rest:
+            atomic_write(later_target, content, mode, None)
 
     def _ensure_folder(self, folder: Path, private: bool) -> None:
         """Subfolders are ours: one that holds a private key is 0700. The output folder itself is the user's."""
@@ -346,7 +350,7 @@ class FileWriter:
             "stat": {name: records[name] for name in names if name in records},
             "writer": "ingress-syncer",
         }
-        self._replace_all([(self.output_dir / MANIFEST_NAME, jsoncodec.dumps_pretty(manifest))])
+        self._replace_all([(self.output_dir / MANIFEST_NAME, jsoncodec.dumps_pretty(manifest), PLAIN_MODE)])
 
 
 def _stat_key(current: os.stat_result) -> list[Any]:

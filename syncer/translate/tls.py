@@ -17,8 +17,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 
 from syncer.model import SourceRef, TLSCert
-from syncer.objects import as_mapping
 from syncer.snapshot import KubeObject
+from syncer.translate.objects import as_mapping
 
 TLS_SECRET_TYPE = "kubernetes.io/tls"
 MAX_PEM_BYTES = 1 << 20  # a chain of a few certificates is kilobytes; a megabyte is an attack or a mistake

@@ -23,10 +23,12 @@ ends in a catch-all for the default backend (or 404), and the port of the Host h
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
+from renderers.envoy.bootstrap import bootstrap_config
 from renderers.options import check_known_options
 from syncer import jsoncodec
 from syncer.errors import ConfigError, RenderError
@@ -101,6 +103,12 @@ class EnvoyRenderer:
         "drain-time-s": "600",
     }
 
+    bootstrap_options: ClassVar[Mapping[str, tuple[str, str]]] = {
+        "admin-address": ("127.0.0.1:9901", "Envoy's admin interface (keep it on loopback)."),
+        "node-id": ("ingress-syncer", "node.id of this Envoy."),
+        "node-cluster": ("ingress-syncer", "node.cluster of this Envoy."),
+    }
+
     def __init__(self, options: Mapping[str, str], output_dir: str = "") -> None:
         merged = check_known_options(self.name, options, self.DEFAULTS)
         self.address = merged["address"]
@@ -141,6 +149,24 @@ class EnvoyRenderer:
         files["lds.json"] = discovery_response(listeners, depth=4)
         return files
 
+    def holds_secret(self, name: str) -> bool:
+        """SDS files carry private keys: 0600 in a 0700 folder."""
+        return name.startswith("sds/")
+
+    def bootstrap(self, output_dir: str, settings: Mapping[str, str]) -> str:
+        """Print an Envoy bootstrap (JSON) that loads the rendered files through file-based LDS and CDS.
+
+        Run Envoy with `--reject-unknown-dynamic-fields` (a misspelt field is otherwise only a warning) and, where
+        several Envoys share a host, `--disable-hot-restart` (or a distinct `--base-id`).
+        """
+        config = bootstrap_config(
+            output_dir,
+            admin_address=settings["admin-address"],
+            node_id=settings["node-id"],
+            node_cluster=settings["node-cluster"],
+        )
+        return json.dumps(config, indent=2, sort_keys=True) + "\n"
+
     def prune_delay(self, name: str) -> float:
         """Draining listeners and filter chains keep reading their RDS and SDS files for Envoy's
         --drain-time-s (600 by default): such files stay that long, or every re-read is an update_failure.
@@ -169,7 +195,7 @@ class EnvoyRenderer:
     def check(self, files: Mapping[str, bytes]) -> None:
         """Before anything is written: `envoy --mode validate` on a static bootstrap of these files, if asked."""
         if self.validate_binary:
-            from renderers.envoy_bootstrap import validate_with_envoy
+            from renderers.envoy.bootstrap import validate_with_envoy
 
             validate_with_envoy(self.validate_binary, files)
 

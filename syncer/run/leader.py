@@ -28,7 +28,7 @@ from typing import Any, Protocol
 
 from syncer.errors import KubeConflict, KubeError
 
-log = logging.getLogger("syncer.leader")
+log = logging.getLogger("syncer.run.leader")
 
 Obj = dict[str, Any]
 

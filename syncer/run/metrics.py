@@ -12,7 +12,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-log = logging.getLogger("syncer.metrics")
+log = logging.getLogger("syncer.run.metrics")
 
 
 class Metrics:

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from syncer.errors import RenderError
+from syncer.errors import ConfigError, RenderError
 
 VALIDATE_TIMEOUT = 120.0  # 10k clusters and virtual hosts validate in about 5 s on two cores
 
@@ -26,7 +26,7 @@ def bootstrap_config(output_dir: str, *, admin_address: str = "127.0.0.1:9901", 
     host, _, port = admin_address.rpartition(":")
     host = host.strip("[]")
     if not host or not port.isdigit():
-        raise ValueError(f"--admin-address {admin_address!r} must be HOST:PORT")
+        raise ConfigError(f"--admin-address {admin_address!r} must be HOST:PORT")
 
     def source(name: str) -> dict[str, Any]:
         return {

@@ -16,20 +16,20 @@ from types import FrameType
 from typing import Any, TextIO
 
 from syncer.errors import KubeError, RemovalHeld, RenderError, SourceError, SyncerError, WriteError
-from syncer.guard import RemovalGuard
-from syncer.heap import RECLAIM_EVERY, collector_paused, reclaim
-from syncer.identity import input_key
-from syncer.leader import LeaderElector
-from syncer.metrics import Metrics
 from syncer.model import RoutingModel, SourceRef
-from syncer.plugins import Renderer
+from syncer.output.guard import RemovalGuard
+from syncer.output.identity import input_key
+from syncer.output.writer import FileWriter, WriteResult
+from syncer.render.contract import ChecksFiles, Renderer, TransitionsFiles, prune_delay_of, secret_files_of
+from syncer.run.heap import RECLAIM_EVERY, collector_paused, reclaim
+from syncer.run.leader import LeaderElector
+from syncer.run.metrics import Metrics
+from syncer.run.status import StatusPublisher
 from syncer.snapshot import Snapshot, diff
 from syncer.source import Source
-from syncer.status import StatusPublisher
 from syncer.translate import TranslateOptions, translate
-from syncer.writer import FileWriter, WriteResult
 
-log = logging.getLogger("syncer.loop")
+log = logging.getLogger("syncer.run.cycle")
 
 # Problems kept with the files, for a later run that finds nothing new to repeat them: enough for any real
 # cluster, bounded for a hostile one.
@@ -188,8 +188,7 @@ class Syncer:
         over, even when no new input arrives to trigger a write."""
         if self.dry_run:
             return
-        prune_delay = getattr(self.renderer, "prune_delay", None)
-        removed = self.writer.prune(prune_delay if callable(prune_delay) else 0.0)
+        removed = self.writer.prune(prune_delay_of(self.renderer))
         if removed:
             log.info("removed %d file(s) no longer in use from %s", len(removed), self.writer.output_dir)
             if self.metrics is not None:
@@ -236,20 +235,19 @@ class Syncer:
 
     def _write(self, files: dict[str, bytes], meta: Mapping[str, Any] | None = None) -> WriteResult:
         """The renderer's intermediate steps first (if it has any), then the files themselves."""
-        transition = getattr(self.renderer, "transition", None)
-        steps: list[dict[str, bytes]] = []
-        if callable(transition):
+        steps: list[Mapping[str, bytes]] = []
+        secret = secret_files_of(self.renderer)
+        if isinstance(self.renderer, TransitionsFiles):
             try:
-                steps = list(transition(self.writer.read, files))
+                steps = list(self.renderer.transition(self.writer.read, files))
             except Exception as exc:  # a third-party renderer may fail in any way; nothing written yet
                 raise RenderError(
                     f"renderer {self.renderer.name!r} transition failed: {type(exc).__name__}: {exc}"
                 ) from exc
         written: list[str] = []
         for step in steps:
-            written.extend(self.writer.write(step, prune=False).written)
-        prune_delay = getattr(self.renderer, "prune_delay", None)
-        final = self.writer.write(files, prune_delay=prune_delay if callable(prune_delay) else 0.0, meta=meta)
+            written.extend(self.writer.write(step, prune=False, secret=secret).written)
+        final = self.writer.write(files, prune_delay=prune_delay_of(self.renderer), meta=meta, secret=secret)
         written = list(dict.fromkeys([*written, *final.written]))
         unchanged = tuple(name for name in final.unchanged if name not in written)
         return WriteResult(tuple(written), unchanged, final.removed)
@@ -268,9 +266,8 @@ class Syncer:
             rendered = self.renderer.render(model)
             files = {str(name): bytes(content) for name, content in rendered.items()}
             # An optional pre-write check (Envoy's validate mode, for one): it may do I/O; render may not.
-            check = getattr(self.renderer, "check", None)
-            if callable(check) and not self.dry_run:
-                check(files)
+            if isinstance(self.renderer, ChecksFiles) and not self.dry_run:
+                self.renderer.check(files)
         except SyncerError:
             raise
         except Exception as exc:  # a third-party renderer may fail in any way; nothing gets written

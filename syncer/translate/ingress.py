@@ -25,10 +25,18 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from syncer.model import PathMatch, Problem, Route, RoutingModel, SourceRef, TLSCert, VirtualHost, sort_virtual_hosts
-from syncer.objects import MAX_DNS_NAME, as_list, as_mapping, is_dns_label, is_dns_subdomain, shown, source_ref
 from syncer.snapshot import KubeObject, Snapshot
-from syncer.translate_backends import UPSTREAM_MODES, BackendResolver
-from syncer.translate_tls import CertificateProblem, load_tls_secret
+from syncer.translate.backends import UPSTREAM_MODES, BackendResolver
+from syncer.translate.objects import (
+    MAX_DNS_NAME,
+    as_list,
+    as_mapping,
+    is_dns_label,
+    is_dns_subdomain,
+    shown,
+    source_ref,
+)
+from syncer.translate.tls import CertificateProblem, load_tls_secret
 
 CLASS_ANNOTATION = "kubernetes.io/ingress.class"
 DEFAULT_CLASS_ANNOTATION = "ingressclass.kubernetes.io/is-default-class"
@@ -92,7 +100,7 @@ class _Builder:
             problems.append(Problem(source, field_path, message))
 
         # Not the bound `self.problem`: builder -> resolver -> builder would be a reference cycle, and with the
-        # collector paused during a cycle (syncer.heap) every translation, snapshot included, would wait for it.
+        # collector paused during a cycle (syncer.run.heap) every translation, snapshot included, would wait for it.
         self.resolver = BackendResolver(self.snapshot, problem, self.options.upstream, self.options.allow_external_name)
 
     def problem(self, source: SourceRef, field_path: str, message: str) -> None:

@@ -43,7 +43,7 @@ ENDPOINT_SLICE = ResourceKind("EndpointSlice", "discovery.k8s.io", "v1", "endpoi
 # Only TLS Secrets are listed: the field selector keeps every other Secret (Helm releases, tokens) off the wire.
 TLS_SECRET = ResourceKind("Secret", "", "v1", "secrets", namespaced=True, field_selector="type=kubernetes.io/tls")
 
-# Written, never listed: the leader-election lock (syncer.leader).
+# Written, never listed: the leader-election lock (syncer.run.leader).
 LEASE = ResourceKind("Lease", "coordination.k8s.io", "v1", "leases", namespaced=True)
 
 WATCHED_KINDS: tuple[ResourceKind, ...] = (INGRESS_CLASS, INGRESS, SERVICE, ENDPOINT_SLICE, TLS_SECRET)

@@ -48,10 +48,10 @@ from syncer.errors import (
     KubeUnauthorized,
     KubeUnavailable,
 )
-from syncer.kubeconfig import ClusterConfig, Credential
-from syncer.resources import INGRESS, LEASE, ResourceKind, resolve_kind
+from syncer.kube.kubeconfig import ClusterConfig, Credential
+from syncer.kube.resources import INGRESS, LEASE, ResourceKind, resolve_kind
 
-log = logging.getLogger("syncer.kube")
+log = logging.getLogger("syncer.kube.client")
 
 Obj = dict[str, Any]
 _ListKey = tuple[str, str, str | None, str, str]  # (group, plural, namespace, labelSelector, fieldSelector)

@@ -18,7 +18,7 @@ from syncer.errors import ConfigError, KubeError, KubeNotFound, KubeUnavailable
 from syncer.model import SourceRef
 from syncer.snapshot import Snapshot
 
-log = logging.getLogger("syncer.status")
+log = logging.getLogger("syncer.run.status")
 
 LoadBalancerIngress = dict[str, str]  # {"ip": ...} and/or {"hostname": ...}
 _Key = tuple[str, str]  # (namespace, name) of an Ingress

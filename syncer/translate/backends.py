@@ -24,8 +24,8 @@ from dataclasses import dataclass, field
 from typing import Any, TypeGuard
 
 from syncer.model import Backend, Endpoint, SourceRef
-from syncer.objects import as_list, as_mapping, is_dns_subdomain, shown
 from syncer.snapshot import KubeObject, Snapshot
+from syncer.translate.objects import as_list, as_mapping, is_dns_subdomain, shown
 
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 UPSTREAM_MODES = ("endpoints", "service")

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
 from syncer.errors import ConfigError
-from syncer.kubeconfig_file import (
+from syncer.kube.kubeconfig_file import (
     Entry,
     as_list,
     as_mapping,

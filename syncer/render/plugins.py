@@ -1,37 +1,16 @@
-"""Renderer plugins: the Renderer protocol and discovery through the `syncer.renderers` entry-point group."""
+"""Renderer plugins: discovery and loading through the `syncer.renderers` entry-point group (the contract they
+follow is syncer.render.contract). Reads installed package metadata."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from importlib.metadata import EntryPoint, entry_points
-from typing import ClassVar, Protocol
+from typing import Any
 
 from syncer.errors import ConfigError
-from syncer.model import RoutingModel
+from syncer.render.contract import Renderer
 
 ENTRY_POINT_GROUP = "syncer.renderers"
-
-
-class Renderer(Protocol):
-    """Turns a RoutingModel into files. Pure: no clock, no environment, same model -> same bytes.
-
-    The mapping's order is the write order (referenced files before the files that reference them).
-    """
-
-    name: ClassVar[str]
-
-    def __init__(self, options: Mapping[str, str], output_dir: str = "") -> None:
-        """`options` are this renderer's `--renderer-opt` pairs (reject unknown keys with ConfigError);
-        `output_dir` is the absolute output folder, for renderers whose files name each other by path."""
-
-    def render(self, model: RoutingModel) -> Mapping[str, bytes]: ...
-
-    # Optional: `check(files)` runs after render and before anything is written (it may run a validator);
-    # raising there keeps the last good files in place.
-    # Optional: `transition(read, files)` returns intermediate file sets written (without pruning) before
-    # `files`, given `read(name) -> bytes | None` for the files on disk: how a proxy that applies each file
-    # on its own is moved from the old state to the new one without a moment where a reference dangles.
-    # Optional: `prune_delay(name) -> seconds` keeps a file no longer produced that long before removing it.
 
 
 def _entry_points() -> dict[str, list[EntryPoint]]:
@@ -54,7 +33,8 @@ def _provider(ep: EntryPoint) -> str:
     return f"{dist.name} {dist.version}" if dist is not None else ep.value
 
 
-def load_renderer(name: str, options: Mapping[str, str], output_dir: str = "") -> Renderer:
+def load_renderer_class(name: str) -> Any:
+    """The factory (class) registered under `name`; ConfigError when none, several or a broken one is."""
     eps = _entry_points()
     if name not in eps:
         known = ", ".join(sorted(eps)) or "none installed"
@@ -64,10 +44,13 @@ def load_renderer(name: str, options: Mapping[str, str], output_dir: str = "") -
         providers = "; ".join(sorted(f"{_provider(ep)} ({ep.value})" for ep in eps[name]))
         raise ConfigError(f"renderer {name!r} is provided by more than one package: {providers}; uninstall one")
     try:
-        factory = eps[name][0].load()
+        return eps[name][0].load()
     except Exception as exc:  # a third-party plugin can fail to import in any way
         raise ConfigError(f"renderer {name!r} ({eps[name][0].value}) failed to load: {exc}") from exc
-    renderer: Renderer = factory(options, output_dir=output_dir)
+
+
+def load_renderer(name: str, options: Mapping[str, str], output_dir: str = "") -> Renderer:
+    renderer: Renderer = load_renderer_class(name)(options, output_dir=output_dir)
     return renderer
 
 
