@@ -36,7 +36,8 @@ from syncer.kube.client import KubeClient
 from syncer.kube.kubeconfig import load_cluster_config
 from syncer.output.writer import FileWriter
 from syncer.render.plugins import load_renderer
-from syncer.run.cycle import RunLoop, Syncer
+from syncer.run.cycle import Syncer
+from syncer.run.loop import RunLoop
 from syncer.source import ApiSource
 from tests.cluster import (
     CHANGED_PATH,

@@ -280,7 +280,7 @@ def test_the_fake_refuses_what_the_real_api_refuses(fake_api: FakeKubeAPI) -> No
     with client_for(fake_api, max_attempts=1) as client:
         for params, status in cases:
             with pytest.raises(KubeError) if status != 200 else nullcontext():
-                client._get(INGRESSES, params, INGRESS, None)
+                client._lists.get_page(INGRESSES, params, INGRESS, None)
             assert fake_api.requests[-1].status == status, params
 
 

@@ -16,8 +16,9 @@ import pytest
 from syncer.errors import RenderError, SourceError
 from syncer.model import RoutingModel
 from syncer.output.writer import FileWriter
-from syncer.run.cycle import RunLoop, Syncer
+from syncer.run.cycle import Syncer
 from syncer.run.heap import collector_paused, reclaim
+from syncer.run.loop import RunLoop
 from syncer.source import DirectorySource
 
 

@@ -12,7 +12,8 @@ import pytest
 
 from syncer.errors import WriteError
 from syncer.output.atomic import atomic_write
-from syncer.output.writer import MANIFEST_NAME, FileWriter, redact
+from syncer.output.preview import redact
+from syncer.output.writer import MANIFEST_NAME, FileWriter
 
 KEY_PEM = b"-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBg\n-----END PRIVATE KEY-----\n"
 

@@ -9,7 +9,7 @@ import click
 
 from syncer.cli.options import env, shared_options
 from syncer.cli.wiring import build_config, build_syncer, leading
-from syncer.run.cycle import RunLoop
+from syncer.run.loop import RunLoop
 from syncer.run.metrics import HealthServer
 
 

@@ -92,3 +92,21 @@ def fsync_dir(path: Path) -> None:
 
 
 CAN_SYNC_FILESYSTEM = _syncfs is not None
+
+
+def sibling_staging_dir(output_dir: Path) -> Path | None:
+    """A hidden folder beside the output folder on the same filesystem, or None when there cannot be one."""
+    resolved = output_dir.resolve()
+    if resolved.parent == resolved:
+        return None  # the root folder has no sibling
+    candidate = resolved.parent / f".{resolved.name}.syncer-staging"
+    try:
+        candidate.mkdir(mode=0o700, exist_ok=True)
+        if candidate.stat().st_dev != output_dir.stat().st_dev:
+            candidate.rmdir()  # a rename across filesystems is a copy, not atomic
+            return None
+        for leftover in candidate.glob(f"*{TEMP_SUFFIX}"):
+            leftover.unlink(missing_ok=True)  # from a process killed mid-write
+    except OSError:
+        return None
+    return candidate

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import difflib
 import errno
-import hashlib
 import logging
 import os
-import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -18,21 +15,29 @@ from syncer import jsoncodec
 from syncer.errors import WriteError
 from syncer.output.atomic import (
     CAN_SYNC_FILESYSTEM,
-    TEMP_SUFFIX,
     atomic_write,
     fsync_dir,
+    sibling_staging_dir,
     stage_file,
     sync_filesystem,
     unlink_quietly,
 )
+from syncer.output.manifest import (
+    MANIFEST_NAME,
+    content_digest,
+    live_and_pending,
+    manifest_body,
+    read_manifest,
+    recorded_stats,
+    stat_key,
+)
+from syncer.output.preview import preview_diff, read_or_none
 
 # In a hidden subfolder: a proxy that watches the output folder (Envoy's watched_directory, Traefik's
 # file provider) reacts to every rename into it, and the manifest changes more often than the config.
 log = logging.getLogger("syncer.output.writer")
 
-MANIFEST_NAME = ".ingress-syncer/manifest.json"
 BATCH_FLUSH_FILES = 256  # from this many files in one write, one syncfs instead of an fsync per file (Linux)
-_PEM_KEY_BLOCK = re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----.*?-----END [A-Z ]*PRIVATE KEY-----", re.S)
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,10 +57,6 @@ PLAIN_MODE = 0o644
 
 def no_secrets(name: str) -> bool:
     return False
-
-
-def redact(text: str) -> str:
-    return _PEM_KEY_BLOCK.sub("<private key redacted>", text)
 
 
 def check_relative_path(name: str) -> None:
@@ -86,7 +87,7 @@ class FileWriter:
     def staging_dir(self) -> Path:
         """Where temp files are written: the sibling staging folder, or the output folder itself."""
         if not self._staging_chosen:
-            self._staging_dir = _sibling_staging_dir(self.output_dir)
+            self._staging_dir = sibling_staging_dir(self.output_dir)
             self._staging_chosen = True
         return self._staging_dir or self.output_dir
 
@@ -101,39 +102,23 @@ class FileWriter:
 
     def meta(self) -> dict[str, Any]:
         """What the caller stored with the last write (the removal guard's memory), {} when nothing."""
-        data = self._manifest_data()
+        data = read_manifest(self.output_dir)
         meta = data.get("meta")
         return dict(meta) if isinstance(meta, dict) else {}
 
     def save_meta(self, meta: Mapping[str, Any]) -> None:
         """Stores `meta` in the manifest without touching any other file."""
         self.check()
-        data = self._manifest_data()
-        live, pending = _live_and_pending(data)
+        data = read_manifest(self.output_dir)
+        live, pending = live_and_pending(data)
         try:
-            self._write_manifest(live, pending, meta, self._records(data))
+            self._write_manifest(live, pending, meta, recorded_stats(data))
         except OSError as exc:
             raise WriteError(_describe_os_error(exc, self.output_dir)) from exc
 
-    def _manifest_data(self) -> dict[str, Any]:
-        try:
-            data = jsoncodec.loads((self.output_dir / MANIFEST_NAME).read_bytes())
-        except FileNotFoundError:
-            return {}
-        except (OSError, ValueError) as exc:
-            raise WriteError(f"manifest {self.output_dir / MANIFEST_NAME} is unreadable: {exc}") from exc
-        return data if isinstance(data, dict) else {}
-
     def _manifest(self) -> tuple[list[str], dict[str, float]]:
         """(files in use, files no longer produced -> since when), as the last write left them."""
-        return _live_and_pending(self._manifest_data())
-
-    def _records(self, data: Mapping[str, Any]) -> dict[str, list[Any]]:
-        """name -> [size, mode, inode, mtime_ns, content digest] of each file as the last write left it."""
-        stat = data.get("stat")
-        if not isinstance(stat, dict):
-            return {}
-        return {name: record for name, record in stat.items() if isinstance(record, list) and len(record) == 5}
+        return live_and_pending(read_manifest(self.output_dir))
 
     def owned_files(self) -> list[str]:
         live, pending = self._manifest()
@@ -142,7 +127,7 @@ class FileWriter:
     def read(self, name: str) -> bytes | None:
         """The current bytes of a file this writer owns (for a renderer's transition), None if absent."""
         check_relative_path(name)
-        return _read_or_none(self.output_dir / name) if name in self.owned_files() else None
+        return read_or_none(self.output_dir / name) if name in self.owned_files() else None
 
     def write(
         self,
@@ -163,9 +148,9 @@ class FileWriter:
         self.check()
         for name in files:
             check_relative_path(name)
-        data = self._manifest_data()
-        live, pending = _live_and_pending(data)
-        records = self._records(data)
+        data = read_manifest(self.output_dir)
+        live, pending = live_and_pending(data)
+        records = recorded_stats(data)
         old_meta = dict(data["meta"]) if isinstance(data.get("meta"), dict) else {}
         new_meta = dict(meta) if meta is not None else old_meta
         digests = {name: content_digest(content) for name, content in files.items()}
@@ -190,7 +175,7 @@ class FileWriter:
             unchanged = [name for name in files if name not in rewritten]
             self._replace_all([(self.output_dir / name, files[name], modes[name]) for name in written])
             for name in written:
-                fresh[name] = [*_stat_key(os.stat(self.output_dir / name)), digests[name]]
+                fresh[name] = [*stat_key(os.stat(self.output_dir / name)), digests[name]]
             # Only after every referencing file is replaced may the files they used to name disappear.
             for name in due:
                 (self.output_dir / name).unlink(missing_ok=True)
@@ -203,8 +188,8 @@ class FileWriter:
 
     def prune(self, prune_delay: float | Callable[[str], float] = 0.0) -> tuple[str, ...]:
         """Removes the files no longer produced whose delay is over: for a cycle that has nothing new to write."""
-        data = self._manifest_data()
-        live, pending = _live_and_pending(data)
+        data = read_manifest(self.output_dir)
+        live, pending = live_and_pending(data)
         now = self._clock()
         delay = prune_delay if callable(prune_delay) else (lambda name: float(prune_delay))
         due = sorted(name for name, since in pending.items() if now - since >= delay(name))
@@ -216,7 +201,7 @@ class FileWriter:
                 (self.output_dir / name).unlink(missing_ok=True)
             meta = data["meta"] if isinstance(data.get("meta"), dict) else {}
             kept = {n: t for n, t in pending.items() if n not in due}
-            self._write_manifest(live, kept, meta, self._records(data))
+            self._write_manifest(live, kept, meta, recorded_stats(data))
         except OSError as exc:
             raise WriteError(_describe_os_error(exc, self.output_dir)) from exc
         return tuple(due)
@@ -225,24 +210,7 @@ class FileWriter:
         """A unified diff of what `write` would change, keys redacted; writes nothing."""
         for name in files:
             check_relative_path(name)
-        chunks: list[str] = []
-        for name, content in files.items():
-            old = _read_or_none(self.output_dir / name)
-            if old == content:
-                continue
-            chunks.extend(
-                difflib.unified_diff(
-                    _lines(old),
-                    _lines(content),
-                    fromfile=f"a/{name}" if old is not None else "/dev/null",
-                    tofile=f"b/{name}",
-                )
-            )
-        for name in self.owned_files():
-            if name not in files:
-                old = _read_or_none(self.output_dir / name)
-                chunks.extend(difflib.unified_diff(_lines(old), [], fromfile=f"a/{name}", tofile="/dev/null"))
-        return redact("".join(chunks))
+        return preview_diff(self.output_dir, files, self.owned_files())
 
     def _unchanged_record(
         self, name: str, content: bytes, mode: int, digest: str, records: Mapping[str, list[Any]]
@@ -255,7 +223,7 @@ class FileWriter:
             current = os.stat(target)
         except FileNotFoundError:
             return None
-        record = [*_stat_key(current), digest]
+        record = [*stat_key(current), digest]
         if current.st_size != len(content) or record[1] != mode:
             return None
         if records.get(name) == record:
@@ -323,16 +291,16 @@ class FileWriter:
     def intact(self) -> bool:
         """Whether every file of the last write is still on disk exactly as written (by stat: size, mode,
         inode, modification time), so a run whose input has not changed may leave the folder alone."""
-        data = self._manifest_data()
-        live, _ = _live_and_pending(data)
-        records = self._records(data)
+        data = read_manifest(self.output_dir)
+        live, _ = live_and_pending(data)
+        records = recorded_stats(data)
         for name in live:
             record = records.get(name)
             try:
                 current = os.stat(self.output_dir / name)
             except OSError:
                 return False
-            if record is None or record[:4] != _stat_key(current):
+            if record is None or record[:4] != stat_key(current):
                 return False
         return bool(live)
 
@@ -343,63 +311,8 @@ class FileWriter:
         only while a fresh stat of its file matches it (`_unchanged_record`, `intact`), so a record carried over
         for a file changed since costs a comparison, never a wrong answer; a file claimed and not yet written
         has none."""
-        manifest = {
-            "files": names,
-            "stale": dict(sorted(stale.items())),
-            "meta": dict(meta),
-            "stat": {name: records[name] for name in names if name in records},
-            "writer": "ingress-syncer",
-        }
+        manifest = manifest_body(names, stale, meta, records)
         self._replace_all([(self.output_dir / MANIFEST_NAME, jsoncodec.dumps_pretty(manifest), PLAIN_MODE)])
-
-
-def _stat_key(current: os.stat_result) -> list[Any]:
-    return [current.st_size, current.st_mode & 0o777, current.st_ino, current.st_mtime_ns]
-
-
-def content_digest(content: bytes) -> str:
-    return hashlib.blake2b(content, digest_size=16).hexdigest()
-
-
-def _live_and_pending(data: Mapping[str, Any]) -> tuple[list[str], dict[str, float]]:
-    files = data.get("files")
-    stale = data.get("stale")
-    live = [f for f in files if isinstance(f, str)] if isinstance(files, list) else []
-    pending = (
-        {k: float(v) for k, v in stale.items() if isinstance(v, (int, float)) and k not in live}
-        if isinstance(stale, dict)
-        else {}
-    )
-    return live, pending
-
-
-def _sibling_staging_dir(output_dir: Path) -> Path | None:
-    """A hidden folder beside the output folder on the same filesystem, or None when there cannot be one."""
-    resolved = output_dir.resolve()
-    if resolved.parent == resolved:
-        return None  # the root folder has no sibling
-    candidate = resolved.parent / f".{resolved.name}.syncer-staging"
-    try:
-        candidate.mkdir(mode=0o700, exist_ok=True)
-        if candidate.stat().st_dev != output_dir.stat().st_dev:
-            candidate.rmdir()  # a rename across filesystems is a copy, not atomic
-            return None
-        for leftover in candidate.glob(f"*{TEMP_SUFFIX}"):
-            leftover.unlink(missing_ok=True)  # from a process killed mid-write
-    except OSError:
-        return None
-    return candidate
-
-
-def _read_or_none(path: Path) -> bytes | None:
-    try:
-        return path.read_bytes()
-    except FileNotFoundError:
-        return None
-
-
-def _lines(content: bytes | None) -> list[str]:
-    return content.decode("utf-8", "replace").splitlines(keepends=True) if content is not None else []
 
 
 def _describe_os_error(exc: OSError, folder: Path) -> str:

@@ -18,8 +18,6 @@ Choices the Ingress specification leaves open, made here once for every renderer
 
 from __future__ import annotations
 
-import ipaddress
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,8 +25,8 @@ from typing import Any
 from syncer.model import PathMatch, Problem, Route, RoutingModel, SourceRef, TLSCert, VirtualHost, sort_virtual_hosts
 from syncer.snapshot import KubeObject, Snapshot
 from syncer.translate.backends import UPSTREAM_MODES, BackendResolver
+from syncer.translate.classes import age_key, ingresses_of_our_class
 from syncer.translate.objects import (
-    MAX_DNS_NAME,
     as_list,
     as_mapping,
     is_dns_label,
@@ -36,21 +34,8 @@ from syncer.translate.objects import (
     shown,
     source_ref,
 )
+from syncer.translate.paths import ANY_HOST, valid_host, valid_path
 from syncer.translate.tls import CertificateProblem, load_tls_secret
-
-CLASS_ANNOTATION = "kubernetes.io/ingress.class"
-DEFAULT_CLASS_ANNOTATION = "ingressclass.kubernetes.io/is-default-class"
-ANY_HOST = "*"
-
-# Characters valid in a URL path (RFC 3986 pchar and `/`), minus the single quote and `%`. Spaces,
-# quotes, backticks, backslashes, braces, `#`, `?` and control characters never reach a renderer; nor do
-# percent-encodings: both proxies decode a request path before matching, so a rule holding one would
-# either never match or match differently in each proxy.
-_PATH_RE = re.compile(r"/[A-Za-z0-9\-._~!$&()*+,;=:@/]*")  # fullmatch: `$` allows a trailing newline
-# What the API server itself rejects for Exact and Prefix paths, plus NUL.
-_BAD_PATH_SEQUENCES = ("//", "/./", "/../", "%2f", "%2F", "%00")
-_BAD_PATH_SUFFIXES = ("/..", "/.")
-_MAX_PATH = 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,9 +95,13 @@ class _Builder:
 def translate(snapshot: Snapshot, options: TranslateOptions | None = None, now: str | None = None) -> Translation:
     """`now` (RFC 3339 UTC) turns on the expiry check of certificates; without it the result depends on the
     snapshot alone (golden files)."""
-    builder = _Builder(snapshot, options or TranslateOptions(), now)
+    options = options or TranslateOptions()
+    builder = _Builder(snapshot, options, now)
     # Oldest first, so that every conflict is won by the oldest Ingress, whatever order the API returned.
-    ours = sorted((i for i in _our_ingresses(builder) if _valid_identity(builder, i)), key=_age_key)
+    candidates = ingresses_of_our_class(
+        snapshot, options.ingress_class, options.controller_name, options.watch_ingress_without_class, builder.problem
+    )
+    ours = sorted((i for i in candidates if _valid_identity(builder, i)), key=age_key)
     sources = [source_ref("Ingress", ingress) for ingress in ours]
     for ingress, source in zip(ours, sources, strict=True):
         _add_ingress(builder, ingress, source)
@@ -137,41 +126,6 @@ def translate(snapshot: Snapshot, options: TranslateOptions | None = None, now: 
     )
     model.validate()
     return Translation(model, tuple(builder.problems), tuple(sources))
-
-
-def _age_key(obj: KubeObject) -> tuple[str, str, str]:
-    meta = as_mapping(obj.get("metadata"))
-    # RFC 3339 timestamps in UTC ("Z") sort correctly as strings; a missing one sorts last.
-    created = meta.get("creationTimestamp")
-    return (created if isinstance(created, str) else "~", str(meta.get("namespace") or ""), str(meta.get("name") or ""))
-
-
-def _our_ingresses(builder: _Builder) -> list[KubeObject]:
-    options = builder.options
-    ingress_class = builder.snapshot.get("IngressClass", "", options.ingress_class)
-    if ingress_class is not None:
-        controller = as_mapping(ingress_class.get("spec")).get("controller")
-        if controller != options.controller_name:
-            # Serving another controller's class would make two controllers fight over the same Ingresses.
-            builder.problem(
-                SourceRef("IngressClass", "", options.ingress_class),
-                "spec.controller",
-                f"is {shown(controller)}, not {options.controller_name!r}; no Ingress of this class is served",
-            )
-            return []
-    annotations = as_mapping(as_mapping(ingress_class).get("metadata")).get("annotations") if ingress_class else None
-    is_default = as_mapping(annotations).get(DEFAULT_CLASS_ANNOTATION) == "true"
-    ours = []
-    for ingress in builder.snapshot.of_kind("Ingress"):
-        class_name = as_mapping(ingress.get("spec")).get("ingressClassName")
-        if class_name is None:
-            class_name = as_mapping(as_mapping(ingress.get("metadata")).get("annotations")).get(CLASS_ANNOTATION)
-        if class_name is not None:
-            if class_name == options.ingress_class:
-                ours.append(ingress)
-        elif is_default or options.watch_ingress_without_class:
-            ours.append(ingress)
-    return ours
 
 
 def _valid_identity(builder: _Builder, ingress: KubeObject) -> bool:
@@ -207,7 +161,7 @@ def _add_ingress(builder: _Builder, ingress: KubeObject, source: SourceRef) -> N
         if not isinstance(rule, Mapping):
             builder.problem(source, rule_field, "is not an object; rule skipped")
             continue
-        host = _valid_host(builder, source, f"{rule_field}.host", rule.get("host"))
+        host = valid_host(builder.problem, source, f"{rule_field}.host", rule.get("host"))
         if host is None:
             continue
         if host not in rule_hosts:
@@ -233,68 +187,11 @@ def _add_ingress(builder: _Builder, ingress: KubeObject, source: SourceRef) -> N
             builder.defaults.append(_DefaultClaim(source, "spec.defaultBackend", backend, tuple(rule_hosts)))
 
 
-def _valid_host(builder: _Builder, source: SourceRef, field_path: str, raw: Any) -> str | None:
-    if raw is None or raw == "":
-        return ANY_HOST
-    # ASCII first: str.lower() maps some non-ASCII letters (the Kelvin sign) onto ASCII ones.
-    host = raw.lower() if isinstance(raw, str) and raw.isascii() else None
-    wildcard = host is not None and host.startswith("*.")
-    name = host[2:] if host is not None and wildcard else host
-    if host is None or len(host) > MAX_DNS_NAME or not is_dns_subdomain(name) or _is_ip(host):
-        builder.problem(
-            source,
-            field_path,
-            f"{shown(raw)} is not a DNS name or a single-label wildcard (*.example.com); rule skipped",
-        )
-        return None
-    return host
-
-
-def _is_ip(host: str) -> bool:
-    if ":" not in host and not host[-1:].isdigit():
-        return False  # an IPv4 address ends in a digit, an IPv6 one has colons: most host names stop here
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True
-
-
-def _valid_path(
-    builder: _Builder, source: SourceRef, field_path: str, path_rule: Mapping[str, Any]
-) -> tuple[str, PathMatch] | None:
-    path_type = path_rule.get("pathType")
-    raw = path_rule.get("path")
-    if path_type == "ImplementationSpecific":
-        path_type = "Prefix"
-        raw = raw if raw not in (None, "") else "/"
-    if path_type not in ("Exact", "Prefix"):
-        builder.problem(
-            source,
-            f"{field_path}.pathType",
-            f"{shown(path_type)} is not Exact, Prefix or ImplementationSpecific; path skipped",
-        )
-        return None
-    if (
-        not isinstance(raw, str)
-        or len(raw) > _MAX_PATH
-        or not _PATH_RE.fullmatch(raw)
-        or any(sequence in raw for sequence in _BAD_PATH_SEQUENCES)
-        or raw.endswith(_BAD_PATH_SUFFIXES)
-    ):
-        builder.problem(source, f"{field_path}.path", f"{shown(raw)} is not a valid absolute URL path; path skipped")
-        return None
-    match = PathMatch(path_type)
-    if match is PathMatch.PREFIX and raw != "/":
-        raw = raw.rstrip("/")  # Prefix ignores a trailing slash: /foo/ and /foo match the same requests
-    return raw, match
-
-
 def _add_path(builder: _Builder, source: SourceRef, host: str, field_path: str, path_rule: Any, index: str) -> None:
     if not isinstance(path_rule, Mapping):
         builder.problem(source, field_path, "is not an object; path skipped")
         return
-    valid = _valid_path(builder, source, field_path, path_rule)
+    valid = valid_path(builder.problem, source, field_path, path_rule)
     if valid is None:
         return
     path, match = valid
@@ -374,7 +271,7 @@ def _add_tls(builder: _Builder, source: SourceRef, spec: Mapping[str, Any], rule
                 # In a rule an empty host means "any host"; TLS never applies to that.
                 builder.problem(source, host_field, "is empty; TLS needs a host name")
                 continue
-            host = _valid_host(builder, source, host_field, raw_host)
+            host = valid_host(builder.problem, source, host_field, raw_host)
             if host is None or host == ANY_HOST:
                 continue
             owner = builder.host_certs.get(host)
