@@ -30,7 +30,6 @@ class SourceRef:
 class Endpoint:
     address: str
     port: int
-    draining: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,7 +44,6 @@ class Backend:
     service: str
     port: str  # the Service port this backend resolved to (or the Ingress's reference when it did not resolve)
     endpoints: tuple[Endpoint, ...] = ()
-    scheme: str = "http"
     external_name: str | None = None
 
 
@@ -111,12 +109,6 @@ class RoutingModel:
     certificates: tuple[TLSCert, ...] = ()
     default_backend: str | None = None  # Backend.name answering what no rule matches
 
-    def backend(self, name: str) -> Backend:
-        for candidate in self.backends:
-            if candidate.name == name:
-                return candidate
-        raise KeyError(name)
-
     def route_count(self) -> int:
         return sum(len(vhost.routes) for vhost in self.virtual_hosts) + (1 if self.default_backend else 0)
 
@@ -168,16 +160,11 @@ def model_to_plain(model: RoutingModel) -> dict[str, object]:
         return {"name": r.name, "path": r.path, "match": r.match.value, "backend": r.backend, "source": str(r.source)}
 
     def backend(b: Backend) -> dict[str, object]:
-        endpoints = [
-            (f"[{e.address}]:{e.port}" if ":" in e.address else f"{e.address}:{e.port}")
-            + (" draining" if e.draining else "")
-            for e in b.endpoints
-        ]
+        endpoints = [f"[{e.address}]:{e.port}" if ":" in e.address else f"{e.address}:{e.port}" for e in b.endpoints]
         plain: dict[str, object] = {
             "name": b.name,
             "service": f"{b.namespace}/{b.service}",
             "port": b.port,
-            "scheme": b.scheme,
             "endpoints": endpoints,
         }
         if b.external_name is not None:

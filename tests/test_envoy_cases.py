@@ -177,7 +177,7 @@ def expectation(model: RoutingModel, backend: str | None) -> tuple[int, str | No
     """(status, answering backend): 404 for no backend, 503 for one without endpoints, else 200 from it."""
     if backend is None:
         return (404, None)
-    if not model.backend(backend).endpoints:
+    if not next(b for b in model.backends if b.name == backend).endpoints:
         return (503, None)
     return (200, backend)
 

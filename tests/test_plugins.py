@@ -28,17 +28,29 @@ class ListingRenderer:
             for route in vhost.routes:
                 lines.append(f"{vhost.hostname} {route.match.value} {route.path} -> {route.backend}")
         return {"routes.txt": ("\\n".join(lines) + "\\n").encode()}
+
+
+class BootstrappingListingRenderer(ListingRenderer):
+    """The same, with a bootstrap of its own: `syncer bootstrap listing-boot` must find it through the entry point."""
+
+    name = "listing-boot"
+    bootstrap_options = {"greeting": ("hello", "The first word of the bootstrap.")}
+
+    def bootstrap(self, output_dir, settings):
+        return f"# {settings['greeting']} from {output_dir} ({self.title})\\n"
 '''
 
 
-def install_plugin(site: Path, dist: str, name: str, target: str) -> None:
-    """What pip leaves behind for a distribution with an entry point: a module and a .dist-info folder."""
+def install_plugin(site: Path, dist: str, name: str, target: str, *more: str) -> None:
+    """What pip leaves behind for a distribution with entry points: a module and a .dist-info folder. `more`: further
+    `name = target` lines of the same group."""
     site.mkdir(parents=True, exist_ok=True)
     (site / "acme_listing.py").write_text(PLUGIN_MODULE)
     info = site / f"{dist}-1.0.dist-info"
     info.mkdir()
     (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 1.0\n")
-    (info / "entry_points.txt").write_text(f"[syncer.renderers]\n{name} = {target}\n")
+    lines = [f"{name} = {target}", *more]
+    (info / "entry_points.txt").write_text("[syncer.renderers]\n" + "".join(f"{line}\n" for line in lines))
 
 
 def syncer(*args: str, site: Path) -> subprocess.CompletedProcess[str]:
@@ -65,6 +77,7 @@ def test_third_party_renderer_is_listed_and_used(tmp_path: Path) -> None:
     text = (out / "routes.txt").read_text()
     assert text.startswith("# demo\n")
     assert "shop.example.com Prefix /api -> shop/api/8080" in text
+    assert (out / "routes.txt").stat().st_mode & 0o777 == 0o600  # no secrets declared: every file owner-only
     bad = syncer("once", "--source", "fixtures/demo", "--renderer", "listing", "--renderer-opt", "listing.x=1",
                  "--output-dir", str(out), site=site)  # fmt: skip
     assert bad.returncode == 2 and "valid options: listing.title" in bad.stderr
@@ -79,3 +92,28 @@ def test_two_packages_claiming_one_name_are_named(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "provided by more than one package" in result.stderr
     assert "acme-traefik 1.0" in result.stderr and "ingress-syncer" in result.stderr
+
+
+def test_bootstrap_is_asked_of_the_plugin(tmp_path: Path) -> None:
+    site = tmp_path / "site"
+    install_plugin(
+        site, "acme-listing", "listing", "acme_listing:ListingRenderer",
+        "listing-boot = acme_listing:BootstrappingListingRenderer",
+    )  # fmt: skip
+    folder = tmp_path / "conf"
+    listed = syncer("bootstrap", "--help", site=site)
+    assert listed.returncode == 0
+    commands = listed.stdout.split("Commands:")[1].split()
+    assert {"envoy", "traefik", "listing-boot"} <= set(commands) and "listing" not in commands
+    printed = syncer(
+        "bootstrap", "listing-boot", "--output-dir", str(folder), "--greeting", "hi",
+        "--renderer-opt", "listing-boot.title=edge", site=site,
+    )  # fmt: skip
+    assert printed.returncode == 0, printed.stderr
+    assert printed.stdout == f"# hi from {folder} (edge)\n"
+    helped = syncer("bootstrap", "listing-boot", "--help", site=site)
+    assert "--greeting TEXT" in helped.stdout and "The first word of the bootstrap." in helped.stdout
+    none = syncer("bootstrap", "listing", "--output-dir", str(folder), site=site)
+    assert none.returncode == 2 and "renderer 'listing' offers no bootstrap" in none.stderr
+    unknown = syncer("bootstrap", "nosuch", "--output-dir", str(folder), site=site)
+    assert unknown.returncode == 2 and "unknown renderer 'nosuch'" in unknown.stderr
