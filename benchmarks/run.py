@@ -279,7 +279,7 @@ def profile_cycles(
     return notes
 
 
-_ENTRY_FRAMES = ("<module> (syncer/__main__.py)", "once (syncer/cli.py)", "Syncer.cycle (", "Syncer._cycle (")
+_ENTRY_FRAMES = ("<module> (syncer/__main__.py)", "once (syncer/cli/once.py)", "Syncer.cycle (", "Syncer._cycle (")
 
 
 def _short(frame: str) -> str:
@@ -329,8 +329,8 @@ def summarise_py_spy(path: Path, top: int = 10) -> str:
     def passes_through(frame: str) -> bool:
         return max(callees.get(frame, {"": 0}).values()) >= 0.97 * cumulative[frame]
 
-    phases = callees.get("Syncer._cycle (syncer/loop.py)", {})
-    in_cycle = cumulative.get("Syncer.cycle (syncer/loop.py)", 0)
+    phases = callees.get("Syncer._cycle (syncer/run/cycle.py)", {})
+    in_cycle = cumulative.get("Syncer.cycle (syncer/run/cycle.py)", 0)
     lines = [f"    {total} samples at 250 Hz ({total / 250:.1f} s, wall clock: waits on the API and fsync count)"]
     lines.append(f"    outside the cycle (interpreter start, imports, setup): {share(total - in_cycle).strip()}")
     lines.append(
