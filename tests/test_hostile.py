@@ -712,7 +712,9 @@ def test_valid_objects_are_served_as_specified() -> None:
 
 @pytest.mark.parametrize("backend", sorted(EXPECTED_ENDPOINTS))
 def test_backend_has_the_endpoints_of_its_service(backend: str) -> None:
-    found = tuple(sorted(endpoint_text(e) for e in translation().model.backend(backend).endpoints))
+    found = tuple(
+        sorted(endpoint_text(e) for e in next(b for b in translation().model.backends if b.name == backend).endpoints)
+    )
     assert found == tuple(sorted(EXPECTED_ENDPOINTS[backend]))
 
 
