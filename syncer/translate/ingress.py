@@ -31,8 +31,10 @@ from syncer.translate.objects import (
     MAX_DNS_NAME,
     as_list,
     as_mapping,
+    cut,
     is_dns_label,
     is_dns_subdomain,
+    rejected_problem,
     shown,
     source_ref,
 )
@@ -111,6 +113,7 @@ def translate(snapshot: Snapshot, options: TranslateOptions | None = None, now: 
     """`now` (RFC 3339 UTC) turns on the expiry check of certificates; without it the result depends on the
     snapshot alone (golden files)."""
     builder = _Builder(snapshot, options or TranslateOptions(), now)
+    builder.problems.extend(rejected_problem(rejected) for rejected in snapshot.rejected)
     # Oldest first, so that every conflict is won by the oldest Ingress, whatever order the API returned.
     ours = sorted((i for i in _our_ingresses(builder) if _valid_identity(builder, i)), key=_age_key)
     sources = [source_ref("Ingress", ingress) for ingress in ours]
@@ -187,8 +190,7 @@ def _valid_identity(builder: _Builder, ingress: KubeObject) -> bool:
 
 
 def _as_written(value: Any) -> str:
-    text = value if isinstance(value, str) else repr(value)
-    return text if len(text) <= 80 else text[:80] + "..."
+    return cut(value if isinstance(value, str) else repr(value))
 
 
 def _add_ingress(builder: _Builder, ingress: KubeObject, source: SourceRef) -> None:
@@ -395,9 +397,9 @@ def _certificate(builder: _Builder, source: SourceRef, field_path: str, secret_n
         return name
     secret = builder.snapshot.get("Secret", source.namespace, secret_name)
     if secret is None:
-        builder.problem(
-            source, field_path, f"Secret {name} not found (or not of type kubernetes.io/tls); hosts served without TLS"
-        )
+        malformed = builder.snapshot.is_rejected("Secret", source.namespace, secret_name)
+        why = "is malformed (see its own problem)" if malformed else "not found (or not of type kubernetes.io/tls)"
+        builder.problem(source, field_path, f"Secret {name} {why}; hosts served without TLS")
         return None
     try:
         cert = load_tls_secret(name, secret, SourceRef("Secret", source.namespace, secret_name))
