@@ -25,11 +25,27 @@ def loads(data: bytes | str) -> Any:
 
 
 def dumps_compact(value: Any) -> bytes:
-    """Sorted keys, no whitespace: the form to hash. Values JSON cannot hold go in as `str(value)`."""
+    """Sorted keys, no whitespace: the form to hash. Values JSON cannot hold go in as `str(value)`, and so do
+    keys (YAML allows `1:` or a date as a key; sorting them beside strings would raise)."""
     try:
         return orjson.dumps(value, default=str, option=_SORTED)
     except TypeError:
-        return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str).encode()
+        return json.dumps(_string_keys(value), sort_keys=True, separators=(",", ":"), default=str).encode()
+
+
+def _string_keys(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {key if isinstance(key, str) else _key_text(key): _string_keys(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_string_keys(item) for item in value]
+    return value
+
+
+def _key_text(key: Any) -> str:
+    """The key as the standard library spells the keys it accepts (`1`, `1.5`, `true`, `null`), else `str(key)`."""
+    if key is None or isinstance(key, (bool, int, float)):
+        return json.dumps(key)
+    return str(key)
 
 
 def dumps_lines(value: Any, depth: int) -> bytes:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import datetime
 import json
-import logging
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
@@ -15,8 +14,6 @@ import yaml
 from syncer.errors import KubeError, SourceError
 from syncer.kube.resources import KINDS_BY_NAME, TLS_SECRET, WATCHED_KINDS, ResourceKind
 from syncer.snapshot import KubeObject, Snapshot
-
-log = logging.getLogger("syncer.source")
 
 MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
 MAX_EXPANDED_NODES = 5_000_000  # far above any real manifest folder, far below an alias bomb
@@ -50,18 +47,26 @@ class ApiSource:
 
     def fetch(self) -> Snapshot:
         objects: dict[str, list[KubeObject]] = {}
+        # Where each list starts in objects[kind], to name an object whose name cannot be read by its list index.
+        lists: dict[str, list[tuple[int, str]]] = {}
         for resource in WATCHED_KINDS:
             scopes: Sequence[str | None] = self._namespaces if (resource.namespaced and self._namespaces) else (None,)
             items: list[KubeObject] = []
             for namespace in scopes:
+                where = f" in namespace {namespace}" if namespace else ""
                 try:
                     result = self._client.list(resource, namespace=namespace)
                 except KubeError as exc:
-                    where = f" in namespace {namespace}" if namespace else ""
                     raise SourceError(f"cannot list {resource.plural}{where}: {exc}") from exc
+                lists.setdefault(resource.kind, []).append((len(items), f"the {resource.plural} list{where}"))
                 items.extend(result.items)
             objects[resource.kind] = items
-        return Snapshot.build(objects)
+
+        def origin(kind: str, position: int) -> str:
+            start, name = next((s, n) for s, n in reversed(lists[kind]) if s <= position)
+            return f"items[{position - start}] of {name}"
+
+        return Snapshot.build(objects, origin)
 
 
 class DirectorySource:
@@ -69,7 +74,8 @@ class DirectorySource:
 
     Objects without a namespace land in `default`, as `kubectl apply` would put them. A file that cannot be
     read or parsed fails the whole snapshot (like a failed list); a document that is not a watched kind is
-    ignored, and one without a name is skipped with a warning.
+    ignored, and one whose top-level fields have the wrong type (no name, `metadata: "x"`) is left out of the
+    snapshot and reported by file and document number.
     """
 
     def __init__(self, root: str | Path, namespaces: Sequence[str] = ()) -> None:
@@ -86,35 +92,41 @@ class DirectorySource:
 
     def read_files(self, paths: Iterable[Path]) -> Snapshot:
         objects: dict[str, list[KubeObject]] = {r.kind: [] for r in WATCHED_KINDS}
+        origins: dict[str, list[str]] = {r.kind: [] for r in WATCHED_KINDS}
         for path in paths:
-            for document in _read_documents(path):
-                for obj in _expand_lists(document):
-                    accepted = self._accept(path, obj)
+            for number, document in _read_documents(path):
+                for item, obj in _expand_lists(document):
+                    accepted = self._accept(obj)
                     if accepted is not None:
                         objects[accepted[0]].append(accepted[1])
-        return Snapshot.build(objects)
+                        where = f"{path}, document {number}"
+                        origins[accepted[0]].append(where if item is None else f"{where}, items[{item}]")
+        return Snapshot.build(objects, lambda kind, position: origins[kind][position])
 
     def _manifest_files(self) -> Iterator[Path]:
         for path in self._root.rglob("*"):
             if path.suffix in MANIFEST_SUFFIXES and path.is_file() and not path.name.startswith("."):
                 yield path
 
-    def _accept(self, path: Path, obj: Any) -> tuple[str, KubeObject] | None:
+    def _accept(self, obj: Any) -> tuple[str, KubeObject] | None:
+        """The watched kind and the object as the API would serve it; a field of the wrong type is left as it is,
+        for Snapshot.build to reject and report."""
         if not isinstance(obj, Mapping):
             return None
         resource = KINDS_BY_NAME.get(str(obj.get("kind")))
         if resource is None:
             return None
+        if resource is TLS_SECRET and obj.get("type") != "kubernetes.io/tls":
+            return None  # only TLS Secrets count: the API source selects them server-side
         metadata = obj.get("metadata")
-        name = metadata.get("name") if isinstance(metadata, Mapping) else None
-        if not isinstance(name, str) or not name:
-            log.warning("%s: %s without metadata.name skipped", path, resource.kind)
-            return None
-        normalised: dict[str, Any] = dict(obj)
-        meta = dict(metadata) if isinstance(metadata, Mapping) else {}
+        if not isinstance(metadata, Mapping):
+            return resource.kind, obj
+        meta = dict(metadata)
         if resource.namespaced:
-            meta["namespace"] = str(meta.get("namespace") or "default")
-            if self._namespaces and meta["namespace"] not in self._namespaces:
+            namespace = meta.get("namespace")
+            if namespace is None or namespace == "":
+                meta["namespace"] = namespace = "default"
+            if self._namespaces and isinstance(namespace, str) and namespace not in self._namespaces:
                 return None
         else:
             meta.pop("namespace", None)
@@ -123,26 +135,24 @@ class DirectorySource:
             # YAML reads an unquoted timestamp as a datetime; the API always sends RFC 3339 text.
             aware = created if created.tzinfo else created.replace(tzinfo=datetime.timezone.utc)
             meta["creationTimestamp"] = aware.astimezone(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-        normalised["metadata"] = meta
+        normalised: dict[str, Any] = {**obj, "metadata": meta}
         if resource is TLS_SECRET:
-            secret = _normalise_secret(normalised)
-            if secret is None:
-                return None
-            normalised = secret
+            _fold_string_data(normalised)
         return resource.kind, normalised
 
 
-def _read_documents(path: Path) -> list[Any]:
+def _read_documents(path: Path) -> list[tuple[int, Any]]:
+    """The file's documents with their numbers (from 1, empty ones counted, as an editor would find them)."""
     try:
         text = path.read_text(encoding="utf-8")
         if path.suffix == ".json":
-            documents = [json.loads(text)]
+            documents = [(1, json.loads(text))]
         else:
-            documents = [doc for doc in yaml.safe_load_all(text) if doc is not None]
+            documents = [(n, doc) for n, doc in enumerate(yaml.safe_load_all(text), 1) if doc is not None]
     except (OSError, UnicodeDecodeError, ValueError, RecursionError, yaml.YAMLError) as exc:
         raise SourceError(f"cannot read manifest {path}: {_first_line(exc)}") from exc
     try:
-        too_big = _expanded_size(documents) > MAX_EXPANDED_NODES
+        too_big = _expanded_size([doc for _, doc in documents]) > MAX_EXPANDED_NODES
     except RecursionError:
         raise SourceError(f"cannot read manifest {path}: nested too deeply") from None
     if too_big:
@@ -176,26 +186,27 @@ def _expanded_size(value: Any) -> int:
     return size(value)
 
 
-def _expand_lists(document: Any) -> Iterable[Any]:
+def _expand_lists(document: Any) -> Iterable[tuple[int | None, Any]]:
+    """The objects of a document with their index in its `items` (None for a document that is not a List)."""
     if isinstance(document, Mapping) and str(document.get("kind", "")).endswith("List"):
         items = document.get("items")
         if isinstance(items, list):
-            return items
-    return (document,)
+            return enumerate(items)
+    return ((None, document),)
 
 
-def _normalise_secret(secret: dict[str, Any]) -> dict[str, Any] | None:
-    """Only TLS Secrets count (the API source selects them server-side); `stringData` folds into `data`."""
-    if secret.get("type") != "kubernetes.io/tls":
-        return None
-    string_data = secret.pop("stringData", None)
-    if isinstance(string_data, Mapping):
-        existing = secret.get("data")
-        data = dict(existing) if isinstance(existing, Mapping) else {}
+def _fold_string_data(secret: dict[str, Any]) -> None:
+    """`stringData` folds into `data`, as the API server does on a write. When either is not a mapping both are
+    left as they are, for Snapshot.build to reject the Secret."""
+    string_data, existing = secret.get("stringData"), secret.get("data")
+    if string_data is None:
+        secret.pop("stringData", None)
+    elif isinstance(string_data, Mapping) and (existing is None or isinstance(existing, Mapping)):
+        data = dict(existing) if existing is not None else {}
         for key, value in string_data.items():
             data[str(key)] = base64.b64encode(str(value).encode()).decode()
         secret["data"] = data
-    return secret
+        del secret["stringData"]
 
 
 def _first_line(exc: BaseException) -> str:

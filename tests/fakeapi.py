@@ -213,6 +213,7 @@ class FakeKubeAPI:
         self._snapshots: dict[tuple[int, str], _Snapshot] = {}
         self._faults: list[_Fault] = []
         self._forbidden: set[tuple[str, str]] = set()
+        self._malformed: dict[str, list[Obj]] = {k.plural: [] for k in _KINDS}
         self._stopping = threading.Event()
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
@@ -342,6 +343,13 @@ class FakeKubeAPI:
             k, stored = self._stamp(rk, obj, self._store[rk.plural].get(f"{ns}/{name}"))
             self._store[rk.plural][k] = stored
             return copy.deepcopy(stored)
+
+    def add_malformed(self, kind: str | ResourceKind, obj: Obj) -> None:
+        """Serves `obj` exactly as given, after the stored items, in every cluster-wide list of `kind`: what a
+        broken aggregated API, proxy or admission chain could hand the client. No selector applies to it."""
+        with self._lock:
+            self.revision += 1
+            self._malformed[_resolve(kind).plural].append(copy.deepcopy(obj))
 
     def delete(self, kind: str | ResourceKind, namespace: str | None, name: str) -> None:
         with self._lock:
@@ -658,6 +666,8 @@ class FakeKubeAPI:
             for _, o in page
             if _label_matches(o["metadata"].get("labels") or {}, label_sel) and _field_matches(o, terms)
         ]
+        if ns is None and not token:
+            items.extend(copy.deepcopy(self._malformed[kind.plural]))
         meta: Obj = {"resourceVersion": str(revision)}
         if limit and len(scoped) > limit:
             now = time.monotonic()

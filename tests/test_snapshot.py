@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import copy
+import datetime
 from typing import Any
 
-from syncer.snapshot import ObjectKey, Snapshot, diff, essence
+from syncer.snapshot import ObjectKey, Rejected, Snapshot, diff, essence, fingerprint
 
 
 def ingress(name: str, namespace: str = "default", **extra: Any) -> dict[str, Any]:
@@ -91,3 +92,42 @@ def test_secret_bytes_never_appear_in_keys_or_summary() -> None:
     snap = Snapshot.build({"Secret": [secret]})
     assert "U0VDUkVU" not in repr(snap) and "U0VDUkVU" not in diff(None, snap).summary()
     assert essence(secret)["data"] == {"tls.key": "U0VDUkVU"}  # the essence keeps data, so key rotation is a change
+
+
+def test_objects_with_wrongly_typed_top_level_fields_are_rejected_not_kept() -> None:
+    good = ingress("a")
+    snap = Snapshot.build(
+        {
+            "Ingress": [good, {"metadata": "x"}, ingress("b", spec=["x"])],
+            "Service": [{"metadata": {"name": "s"}}, {"metadata": {"name": "t", "namespace": "d"}, "status": "up"}],
+            "EndpointSlice": [{"metadata": {"name": "e", "namespace": "d"}, "ports": {"http": 80}}],
+            "IngressClass": [{"metadata": {"name": "c", "namespace": ["ignored"]}, "spec": None}],
+        }
+    )
+    assert list(snap.objects) == [ObjectKey("Ingress", "default", "a"), ObjectKey("IngressClass", "", "c")]
+    assert snap.rejected == (
+        Rejected("EndpointSlice", "d", "e", "", "ports", "is an object, not a list"),
+        Rejected("Ingress", "", "", "item 1 of the Ingress objects given", "metadata", "is a string, not an object"),
+        Rejected("Ingress", "default", "b", "", "spec", "is a list, not an object"),
+        Rejected("Service", "", "s", "item 0 of the Service objects given", "metadata.namespace", "is missing"),
+        Rejected("Service", "d", "t", "", "status", "is a string, not an object"),
+    )
+    assert "malformed" not in diff(None, Snapshot.build({"Ingress": [good]})).summary()
+    assert diff(None, snap).summary().endswith(", 5 malformed skipped")
+
+
+def test_a_malformed_object_coming_or_going_is_a_change() -> None:
+    """Otherwise its problem would never be reported as resolved (no other object changed)."""
+    clean = Snapshot.build({"Ingress": [ingress("a")]})
+    broken = Snapshot.build({"Ingress": [ingress("a"), ingress("b", spec="x")]})
+    assert clean.objects == broken.objects
+    assert clean.content_hash() != broken.content_hash()
+    assert not diff(clean, broken).is_empty and not diff(broken, clean).is_empty
+    assert diff(broken, Snapshot.build({"Ingress": [ingress("a"), ingress("b", spec="x")]})).is_empty
+
+
+def test_keys_that_are_not_strings_still_have_a_fingerprint() -> None:
+    """YAML allows `1:` or a date as a key; sorting them beside string keys must not raise."""
+    odd = ingress("a", spec={1: "x", "rules": [], datetime.date(2026, 1, 1): {None: True, "k": 1.5}})
+    snap = Snapshot.build({"Ingress": [odd]})
+    assert snap.fingerprints[ObjectKey("Ingress", "default", "a")] == fingerprint(copy.deepcopy(odd))

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import base64
-import logging
 from pathlib import Path
 
 import pytest
 
 from syncer.errors import SourceError
-from syncer.snapshot import ObjectKey
+from syncer.snapshot import ObjectKey, Rejected
 from syncer.source import DirectorySource
 
 REPO = Path(__file__).resolve().parent.parent
@@ -90,12 +89,45 @@ def test_unparseable_file_fails_the_whole_snapshot_naming_the_file(tmp_path: Pat
         DirectorySource(tmp_path).fetch()
 
 
-def test_object_without_name_is_skipped_with_a_warning(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_object_without_name_is_rejected_naming_its_file_and_document(tmp_path: Path) -> None:
     write(tmp_path / "a.yaml", "kind: Service\nmetadata: {namespace: x}\n---\nkind: Service\nmetadata: {name: ok}\n")
-    with caplog.at_level(logging.WARNING, logger="syncer.source"):
-        snap = DirectorySource(tmp_path).fetch()
+    snap = DirectorySource(tmp_path).fetch()
     assert list(snap.objects) == [ObjectKey("Service", "default", "ok")]
-    assert "without metadata.name" in caplog.text and "a.yaml" in caplog.text
+    assert snap.rejected == (
+        Rejected("Service", "x", "", f"{tmp_path / 'a.yaml'}, document 1", "metadata.name", "is missing"),
+    )
+
+
+@pytest.mark.parametrize(
+    ("document", "field", "reason"),
+    [
+        ("kind: Ingress\nmetadata: x\n", "metadata", "is a string, not an object"),
+        ("kind: Service\nmetadata: {name: s, namespace: [a]}\n", "metadata.namespace", "is a list, not a string"),
+        ("kind: Service\nmetadata: {name: s, labels: a=b}\n", "metadata.labels", "is a string, not an object"),
+        ("kind: EndpointSlice\nmetadata: {name: e}\nendpoints: {}\n", "endpoints", "is an object, not a list"),
+        ("kind: Secret\ntype: kubernetes.io/tls\nmetadata: {name: s}\ndata: [a]\n", "data", "is a list, not an object"),
+        ("kind: Secret\ntype: kubernetes.io/tls\nmetadata: {name: s}\nstringData: x\n", "stringData", "is a string"),
+        ("kind: Service\nmetadata: {name: s, namespace: x}\nspec: 2026-01-01\n", "spec", "is a date, not an object"),
+    ],
+    ids=["metadata", "namespace", "labels", "endpoints", "secret-data", "secret-string-data", "yaml-date"],
+)
+def test_wrong_top_level_type_is_rejected_and_the_rest_kept(
+    tmp_path: Path, document: str, field: str, reason: str
+) -> None:
+    write(tmp_path / "a.yaml", f"kind: Service\nmetadata: {{name: ok}}\n---\n{document}")
+    snap = DirectorySource(tmp_path).fetch()
+    assert list(snap.objects) == [ObjectKey("Service", "default", "ok")]
+    [rejected] = snap.rejected
+    assert (rejected.field, rejected.reason[: len(reason)]) == (field, reason)
+
+
+def test_items_of_a_list_are_located_by_index(tmp_path: Path) -> None:
+    write(
+        tmp_path / "l.yaml",
+        "kind: List\nitems:\n- {kind: Service, metadata: {name: ok}}\n- {kind: Service, metadata: 5}\n",
+    )
+    [rejected] = DirectorySource(tmp_path).fetch().rejected
+    assert rejected.origin == f"{tmp_path / 'l.yaml'}, document 1, items[1]"
 
 
 def test_missing_folder_is_named(tmp_path: Path) -> None:

@@ -223,7 +223,7 @@ class Syncer:
             kinds[key.kind] = kinds.get(key.kind, 0) + 1
         for kind in ("IngressClass", "Ingress", "Service", "EndpointSlice", "Secret"):
             self.metrics.objects.labels(kind).set(kinds.get(kind, 0))
-        for kind in ("IngressClass", "Ingress", "Service", "Secret"):
+        for kind in ("IngressClass", "Ingress", "Service", "EndpointSlice", "Secret"):  # any kind can be malformed
             self.metrics.problems.labels(kind).set(problem_kinds.count(kind))
         for name in ("routes", "backends", "endpoints", "certificates"):
             value = counts.get(name)

@@ -113,6 +113,8 @@ class BackendResolver:
 
         service = self.snapshot.get("Service", namespace, service_name)
         if service is None:
+            if self.snapshot.is_rejected("Service", namespace, service_name):
+                return unresolved(".name", f"Service {namespace}/{service_name} is malformed (see its own problem)")
             return unresolved(".name", f"Service {namespace}/{service_name} not found")
         spec = as_mapping(service.get("spec"))
         ports = [p for p in as_list(spec.get("ports")) if isinstance(p, Mapping)]

@@ -29,8 +29,10 @@ from syncer.translate.classes import age_key, ingresses_of_our_class
 from syncer.translate.objects import (
     as_list,
     as_mapping,
+    cut,
     is_dns_label,
     is_dns_subdomain,
+    rejected_problem,
     shown,
     source_ref,
 )
@@ -97,6 +99,7 @@ def translate(snapshot: Snapshot, options: TranslateOptions | None = None, now: 
     snapshot alone (golden files)."""
     options = options or TranslateOptions()
     builder = _Builder(snapshot, options, now)
+    builder.problems.extend(rejected_problem(rejected) for rejected in snapshot.rejected)
     # Oldest first, so that every conflict is won by the oldest Ingress, whatever order the API returned.
     candidates = ingresses_of_our_class(
         snapshot, options.ingress_class, options.controller_name, options.watch_ingress_without_class, builder.problem
@@ -141,8 +144,7 @@ def _valid_identity(builder: _Builder, ingress: KubeObject) -> bool:
 
 
 def _as_written(value: Any) -> str:
-    text = value if isinstance(value, str) else repr(value)
-    return text if len(text) <= 80 else text[:80] + "..."
+    return cut(value if isinstance(value, str) else repr(value))
 
 
 def _add_ingress(builder: _Builder, ingress: KubeObject, source: SourceRef) -> None:
@@ -292,9 +294,9 @@ def _certificate(builder: _Builder, source: SourceRef, field_path: str, secret_n
         return name
     secret = builder.snapshot.get("Secret", source.namespace, secret_name)
     if secret is None:
-        builder.problem(
-            source, field_path, f"Secret {name} not found (or not of type kubernetes.io/tls); hosts served without TLS"
-        )
+        malformed = builder.snapshot.is_rejected("Secret", source.namespace, secret_name)
+        why = "is malformed (see its own problem)" if malformed else "not found (or not of type kubernetes.io/tls)"
+        builder.problem(source, field_path, f"Secret {name} {why}; hosts served without TLS")
         return None
     try:
         cert = load_tls_secret(name, secret, SourceRef("Secret", source.namespace, secret_name))

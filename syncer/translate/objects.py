@@ -6,8 +6,8 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from syncer.model import SourceRef
-from syncer.snapshot import KubeObject
+from syncer.model import Problem, SourceRef
+from syncer.snapshot import KubeObject, Rejected
 
 DNS_LABEL = r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?"
 # Always used with fullmatch: `$` would also match before a trailing newline ("a.com\n").
@@ -27,6 +27,22 @@ def as_list(value: Any) -> list[Any]:
 def source_ref(kind: str, obj: KubeObject) -> SourceRef:
     meta = as_mapping(obj.get("metadata"))
     return SourceRef(kind, str(meta.get("namespace") or ""), str(meta.get("name") or ""))
+
+
+def rejected_problem(rejected: Rejected) -> Problem:
+    """The one problem of an object the snapshot left out: named by namespace/name, or by where it was found
+    when those cannot be read."""
+    namespace, name = cut(rejected.namespace), cut(rejected.name)
+    if rejected.origin:  # `Service web at a.yaml, document 3`, `Ingress at items[7] of the ingresses list`
+        namespace, name = "", f"{name} at {rejected.origin}" if name else f"at {rejected.origin}"
+    return Problem(
+        SourceRef(rejected.kind, namespace, name), rejected.field, f"{rejected.reason}; {rejected.kind} skipped"
+    )
+
+
+def cut(text: str, limit: int = 80) -> str:
+    """A name as written, cut short: a problem names the object the user wrote, without flooding the log."""
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def is_dns_subdomain(value: Any) -> bool:
