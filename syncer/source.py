@@ -12,6 +12,7 @@ from typing import Any, Protocol
 
 import yaml
 
+from syncer.deadline import Deadline
 from syncer.errors import KubeError, SourceError
 from syncer.kube.resources import KINDS_BY_NAME, TLS_SECRET, WATCHED_KINDS, ResourceKind
 from syncer.snapshot import KubeObject, Snapshot
@@ -23,8 +24,8 @@ MAX_EXPANDED_NODES = 5_000_000  # far above any real manifest folder, far below 
 
 
 class Source(Protocol):
-    def fetch(self) -> Snapshot:
-        """A complete snapshot, or SourceError: never a partial one."""
+    def fetch(self, deadline: Deadline | None = None) -> Snapshot:
+        """A complete snapshot, or SourceError: never a partial one. No wait for it outlasts `deadline`."""
         ...
 
     def describe(self) -> str: ...
@@ -33,7 +34,9 @@ class Source(Protocol):
 class ObjectLister(Protocol):
     """What ApiSource needs of a client: `syncer.kube.KubeClient` provides it."""
 
-    def list(self, kind: str | ResourceKind, namespace: str | None = None) -> Any: ...
+    def list(
+        self, kind: str | ResourceKind, namespace: str | None = None, *, deadline: Deadline | None = None
+    ) -> Any: ...
 
 
 class ApiSource:
@@ -48,14 +51,14 @@ class ApiSource:
         scope = ", ".join(self._namespaces) if self._namespaces else "all namespaces"
         return f"Kubernetes API {self._server} ({scope})".replace("  ", " ")
 
-    def fetch(self) -> Snapshot:
+    def fetch(self, deadline: Deadline | None = None) -> Snapshot:
         objects: dict[str, list[KubeObject]] = {}
         for resource in WATCHED_KINDS:
             scopes: Sequence[str | None] = self._namespaces if (resource.namespaced and self._namespaces) else (None,)
             items: list[KubeObject] = []
             for namespace in scopes:
                 try:
-                    result = self._client.list(resource, namespace=namespace)
+                    result = self._client.list(resource, namespace=namespace, deadline=deadline)
                 except KubeError as exc:
                     where = f" in namespace {namespace}" if namespace else ""
                     raise SourceError(f"cannot list {resource.plural}{where}: {exc}") from exc
@@ -79,7 +82,8 @@ class DirectorySource:
     def describe(self) -> str:
         return f"manifests in {self._root}"
 
-    def fetch(self) -> Snapshot:
+    def fetch(self, deadline: Deadline | None = None) -> Snapshot:
+        """Reading local files does not wait on anything: `deadline` is not needed."""
         if not self._root.is_dir():
             raise SourceError(f"manifest folder {self._root} does not exist or is not a folder")
         return self.read_files(sorted(self._manifest_files()))
