@@ -81,3 +81,7 @@ class RemovalHeld(SyncerError):
 
 class WriteError(SyncerError):
     """The output folder could not be written; the files from the last good cycle stay in place."""
+
+
+class OutputLocked(WriteError):
+    """Another process held the output folder's lock until the deadline; nothing was written."""

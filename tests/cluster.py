@@ -27,6 +27,7 @@ import yaml
 
 from syncer.kube.client import KubeClient
 from syncer.kube.kubeconfig import load_cluster_config
+from syncer.output.lock import LOCK_NAME
 from syncer.output.writer import MANIFEST_NAME, FileWriter
 from syncer.render.plugins import load_renderer
 from syncer.run.cycle import Syncer
@@ -43,9 +44,12 @@ FolderState = dict[str, tuple[bytes, int]]
 
 
 def folder_state(path: Path) -> FolderState:
-    """Bytes and mtime of every file below `path`, dotfiles (the writer's manifest) included."""
+    """Bytes and mtime of every file below `path`, dotfiles (the writer's manifest) included; not the output
+    folder's lock file, which is no output: every cycle that writes (or tries to) holds it and notes its pid there."""
     return {
-        str(p.relative_to(path)): (p.read_bytes(), p.stat().st_mtime_ns) for p in sorted(path.rglob("*")) if p.is_file()
+        name: (p.read_bytes(), p.stat().st_mtime_ns)
+        for p in sorted(path.rglob("*"))
+        if p.is_file() and (name := str(p.relative_to(path))) != LOCK_NAME
     }
 
 

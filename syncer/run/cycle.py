@@ -1,4 +1,5 @@
-"""One sync cycle (fetch -> diff -> translate -> render -> write) within its deadline."""
+"""One sync cycle (fetch -> diff -> translate -> render -> write) within its deadline, the output folder locked for
+the write."""
 
 from __future__ import annotations
 
@@ -72,8 +73,8 @@ class Syncer:
         # syncer.identity.run_identity of the code and settings; with one, a fresh process whose snapshot the
         # files on disk were already written from leaves them alone (no translation, no rendering).
         self.identity = identity
-        # What a cycle may wait in all: API requests, their retries and pauses. The status write-back after the
-        # files shares it; the leader elector's thread has timing of its own.
+        # What a cycle may wait in all: API requests, their retries and pauses, the output folder's lock. The status
+        # write-back after the files shares it; the leader elector's thread has timing of its own.
         self.cycle_timeout = cycle_timeout
         self.last_snapshot: Snapshot | None = None
         self.last_served: tuple[SourceRef, ...] = ()
@@ -100,14 +101,15 @@ class Syncer:
         changes = diff(self.last_snapshot, snapshot)
         log.info("cycle: %s", changes.summary())
         if self.last_snapshot is not None and changes.is_empty:
-            self._prune()
+            self._prune(deadline)
             # Status is not part of the diff: a failed write, or a new load-balancer address, is still due.
             self._publish(snapshot, deadline)
             return CycleResult(changed_input=False, seconds=time.monotonic() - started)
         key = input_key(self.identity, snapshot) if self.identity is not None else None
+        # Read without the lock: it writes nothing, and a writer that goes on meanwhile only ran after this process.
         if self.last_snapshot is None and self._already_written(key, snapshot):
             self.last_snapshot = snapshot
-            self._prune()
+            self._prune(deadline)
             return CycleResult(changed_input=False, seconds=time.monotonic() - started)
         now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
         translation = translate(snapshot, self.translate_options, now)
@@ -125,8 +127,11 @@ class Syncer:
             meta = {"routes": counts["routes"], "counts": counts, "problems": problems[:MAX_KEPT_PROBLEMS]}
             if key is not None:
                 meta["input"] = key
-            self._check_removal(translation.model, files)
-            result = self._write(files, meta)
+            # Another process writing the same folder (cron's `once` overlapping): the guard's memory, the files
+            # and the manifest are read and rewritten by one process at a time, or they mix.
+            with self.writer.locked(deadline):
+                self._check_removal(translation.model, files)
+                result = self._write(files, meta)
             if self.metrics is not None:
                 self.metrics.files_written.inc(len(result.written))
                 self.metrics.files_removed.inc(len(result.removed))
@@ -187,12 +192,13 @@ class Syncer:
         )
         return True
 
-    def _prune(self) -> None:
+    def _prune(self, deadline: Deadline) -> None:
         """Files kept past their last use (Envoy's draining listeners still read them) go once their delay is
         over, even when no new input arrives to trigger a write."""
-        if self.dry_run:
+        if self.dry_run or not self.writer.has_stale():  # the lock only when there may be something to remove
             return
-        removed = self.writer.prune(prune_delay_of(self.renderer))
+        with self.writer.locked(deadline):
+            removed = self.writer.prune(prune_delay_of(self.renderer))
         if removed:
             log.info("removed %d file(s) no longer in use from %s", len(removed), self.writer.output_dir)
             if self.metrics is not None:
