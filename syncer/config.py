@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from syncer.deadline import DEFAULT_CYCLE_TIMEOUT
 from syncer.errors import ConfigError
 from syncer.run.leader import LEASE_DURATION, RENEW_DEADLINE, RETRY_PERIOD, check_timing
 
@@ -38,6 +39,7 @@ class Config:
     leader_elect_renew_deadline: float = RENEW_DEADLINE
     leader_elect_retry_period: float = RETRY_PERIOD
     interval: float = 10.0
+    cycle_timeout: float = DEFAULT_CYCLE_TIMEOUT
     log_level: str = "info"
     log_format: str = "text"
 
@@ -46,6 +48,8 @@ class Config:
             raise ConfigError("--output-dir is required (or SYNCER_OUTPUT_DIR)")
         if self.interval <= 0:
             raise ConfigError(f"--interval must be positive, not {self.interval}")
+        if not self.cycle_timeout > 0:  # also NaN
+            raise ConfigError(f"--cycle-timeout must be positive, not {self.cycle_timeout}")
         if self.log_level not in LOG_LEVELS:
             raise ConfigError(f"--log-level must be one of {', '.join(LOG_LEVELS)}")
         if self.log_format not in LOG_FORMATS:

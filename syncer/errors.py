@@ -48,6 +48,10 @@ class KubeBadResponse(KubeError):
     """The API answered with something that is not what the list API promises (non-JSON, truncated, wrong shape)."""
 
 
+class KubeDeadlineExceeded(KubeError):
+    """The caller's deadline (the cycle's --cycle-timeout) passed before the API answered; not retried."""
+
+
 class KubeRequestError(KubeError):
     """Any other refused request (400, 405, 409, 422, ...): retrying will not help."""
 
@@ -77,3 +81,7 @@ class RemovalHeld(SyncerError):
 
 class WriteError(SyncerError):
     """The output folder could not be written; the files from the last good cycle stay in place."""
+
+
+class OutputLocked(WriteError):
+    """Another process held the output folder's lock until the deadline; nothing was written."""

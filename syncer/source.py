@@ -11,6 +11,7 @@ from typing import Any, Protocol
 
 import yaml
 
+from syncer.deadline import Deadline
 from syncer.errors import KubeError, SourceError
 from syncer.kube.resources import KINDS_BY_NAME, TLS_SECRET, WATCHED_KINDS, ResourceKind
 from syncer.snapshot import KubeObject, Snapshot
@@ -20,8 +21,8 @@ MAX_EXPANDED_NODES = 5_000_000  # far above any real manifest folder, far below 
 
 
 class Source(Protocol):
-    def fetch(self) -> Snapshot:
-        """A complete snapshot, or SourceError: never a partial one."""
+    def fetch(self, deadline: Deadline | None = None) -> Snapshot:
+        """A complete snapshot, or SourceError: never a partial one. No wait for it outlasts `deadline`."""
         ...
 
     def describe(self) -> str: ...
@@ -30,7 +31,9 @@ class Source(Protocol):
 class ObjectLister(Protocol):
     """What ApiSource needs of a client: `syncer.kube.KubeClient` provides it."""
 
-    def list(self, kind: str | ResourceKind, namespace: str | None = None) -> Any: ...
+    def list(
+        self, kind: str | ResourceKind, namespace: str | None = None, *, deadline: Deadline | None = None
+    ) -> Any: ...
 
 
 class ApiSource:
@@ -45,7 +48,7 @@ class ApiSource:
         scope = ", ".join(self._namespaces) if self._namespaces else "all namespaces"
         return f"Kubernetes API {self._server} ({scope})".replace("  ", " ")
 
-    def fetch(self) -> Snapshot:
+    def fetch(self, deadline: Deadline | None = None) -> Snapshot:
         objects: dict[str, list[KubeObject]] = {}
         # Where each list starts in objects[kind], to name an object whose name cannot be read by its list index.
         lists: dict[str, list[tuple[int, str]]] = {}
@@ -55,7 +58,7 @@ class ApiSource:
             for namespace in scopes:
                 where = f" in namespace {namespace}" if namespace else ""
                 try:
-                    result = self._client.list(resource, namespace=namespace)
+                    result = self._client.list(resource, namespace=namespace, deadline=deadline)
                 except KubeError as exc:
                     raise SourceError(f"cannot list {resource.plural}{where}: {exc}") from exc
                 lists.setdefault(resource.kind, []).append((len(items), f"the {resource.plural} list{where}"))
@@ -85,7 +88,8 @@ class DirectorySource:
     def describe(self) -> str:
         return f"manifests in {self._root}"
 
-    def fetch(self) -> Snapshot:
+    def fetch(self, deadline: Deadline | None = None) -> Snapshot:
+        """Reading local files does not wait on anything: `deadline` is not needed."""
         if not self._root.is_dir():
             raise SourceError(f"manifest folder {self._root} does not exist or is not a folder")
         return self.read_files(sorted(self._manifest_files()))

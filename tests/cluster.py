@@ -17,7 +17,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
@@ -27,6 +27,7 @@ import yaml
 
 from syncer.kube.client import KubeClient
 from syncer.kube.kubeconfig import load_cluster_config
+from syncer.output.lock import LOCK_NAME
 from syncer.output.writer import MANIFEST_NAME, FileWriter
 from syncer.render.plugins import load_renderer
 from syncer.run.cycle import Syncer
@@ -43,9 +44,12 @@ FolderState = dict[str, tuple[bytes, int]]
 
 
 def folder_state(path: Path) -> FolderState:
-    """Bytes and mtime of every file below `path`, dotfiles (the writer's manifest) included."""
+    """Bytes and mtime of every file below `path`, dotfiles (the writer's manifest) included; not the output
+    folder's lock file, which is no output: every cycle that writes (or tries to) holds it and notes its pid there."""
     return {
-        str(p.relative_to(path)): (p.read_bytes(), p.stat().st_mtime_ns) for p in sorted(path.rglob("*")) if p.is_file()
+        name: (p.read_bytes(), p.stat().st_mtime_ns)
+        for p in sorted(path.rglob("*"))
+        if p.is_file() and (name := str(p.relative_to(path))) != LOCK_NAME
     }
 
 
@@ -94,12 +98,12 @@ def syncer_env() -> dict[str, str]:
 class SyncerProcess:
     """`python -m syncer ARGS` in the background; its log (stderr) is collected line by line as it comes."""
 
-    def __init__(self, args: Sequence[str], **popen: Any) -> None:
+    def __init__(self, args: Sequence[str], env: Mapping[str, str] | None = None, **popen: Any) -> None:
         self.args = list(args)
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "syncer", *self.args],
             cwd=REPO,
-            env=syncer_env(),
+            env={**syncer_env(), **(env or {})},
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
@@ -202,8 +206,8 @@ class Cluster:
         options = ["--kubeconfig", str(self.kubeconfig), "--renderer", self.renderer, "--output-dir", str(out)]
         return [verb, *options, *extra]
 
-    def start(self, verb: str, out: Path, *extra: str) -> SyncerProcess:
-        return SyncerProcess(self.args(verb, out, *extra))
+    def start(self, verb: str, out: Path, *extra: str, env: Mapping[str, str] | None = None) -> SyncerProcess:
+        return SyncerProcess(self.args(verb, out, *extra), env=env)
 
     def inject_while_faulty(self, fault: int | str, **kwargs: Any) -> None:
         """`fault` on every matching request from now on until `faulty` is cleared."""

@@ -106,6 +106,7 @@ def test_broken_manifest_fails_the_cycle_and_keeps_files(source: Path, out: Path
         (["--renderer-opt", "nonsense"], "RENDERER.KEY=VALUE"),
         (["--log-format", "xml"], "xml"),
         (["--renderer-opt", "envoy.http-port=1"], "for renderer 'envoy'"),
+        (["--cycle-timeout", "0"], "--cycle-timeout must be positive"),
     ],
 )
 def test_usage_errors_exit_2(source: Path, out: Path, args: list[str], message: str) -> None:
@@ -163,9 +164,10 @@ def test_help_documents_every_option_and_its_environment_variable() -> None:
         "--log-format",
         "--interval",
         "--renderer-opt",
+        "--cycle-timeout",
     ):
         assert option in text
-    assert "SYNCER_OUTPUT_DIR" in text and "SYNCER_INTERVAL" in text
+    assert "SYNCER_OUTPUT_DIR" in text and "SYNCER_INTERVAL" in text and "SYNCER_CYCLE_TIMEOUT" in text
 
 
 class Running:

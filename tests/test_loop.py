@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from syncer.deadline import Deadline
 from syncer.errors import RenderError, SourceError
 from syncer.model import RoutingModel
 from syncer.output.writer import FileWriter
@@ -89,7 +90,8 @@ class RecordingPublisher:
     def __init__(self) -> None:
         self.calls: list[tuple[str, ...]] = []
 
-    def publish(self, snapshot: object, served: tuple[object, ...]) -> None:
+    def publish(self, snapshot: object, served: tuple[object, ...], deadline: Deadline | None = None) -> None:
+        assert deadline is not None and not deadline.expired()  # the cycle's, for the status writes
         self.calls.append(tuple(str(ref) for ref in served))
 
 

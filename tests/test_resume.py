@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from syncer.deadline import Deadline
 from syncer.errors import RemovalHeld
 from syncer.model import RoutingModel
 from syncer.output.guard import RemovalGuard
@@ -141,7 +142,7 @@ class RecordingPublisher:
     def __init__(self) -> None:
         self.served: list[tuple[str, ...]] = []
 
-    def publish(self, snapshot: object, served: tuple[object, ...]) -> None:
+    def publish(self, snapshot: object, served: tuple[object, ...], deadline: Deadline | None = None) -> None:
         self.served.append(tuple(str(ref) for ref in served))
 
 

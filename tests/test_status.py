@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from syncer.deadline import Deadline
 from syncer.errors import ConfigError
 from syncer.kube.client import KubeClient
 from syncer.kube.kubeconfig import ClusterConfig, Credential
@@ -401,6 +402,21 @@ def test_an_unreachable_api_costs_one_write_per_publish(
     assert "2 more Ingress status write(s) postponed to the next cycle" in caplog.text
     api.up()
     assert publisher.publish(fetch(client), SERVED) == PublishResult(written=3)
+
+
+def test_status_writes_stop_at_the_cycle_deadline(
+    api: FakeKubeAPI, client: KubeClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    publisher = StatusPublisher(client, PublishTarget.from_addresses(ADDRESSES))
+    snapshot = fetch(client)
+    api.inject("delay", path_contains="/status", delay=40.0)  # the first PATCH stalls
+    outcome = publisher.publish(snapshot, SERVED, Deadline.after(1.0, "the test's deadline"))
+    assert outcome == PublishResult(failed=3)
+    # The stalled PATCH is cut at the deadline and not retried; the other two are not even sent.
+    assert patched(api) == ["default/api"]
+    assert "the test's deadline passed while patching the status of Ingress default/api" in caplog.text
+    assert "2 more Ingress status write(s) postponed to the next cycle" in caplog.text
+    assert publisher.publish(fetch(client), SERVED, Deadline.after(30.0)) == PublishResult(written=3)
 
 
 def test_the_token_never_reaches_the_log(

@@ -9,6 +9,7 @@ from typing import Any
 import click
 
 from syncer.config import LOG_FORMATS, LOG_LEVELS
+from syncer.deadline import DEFAULT_CYCLE_TIMEOUT
 from syncer.kube.kubeconfig import in_cluster_namespace
 from syncer.run.leader import LEASE_DURATION, RENEW_DEADLINE, RETRY_PERIOD
 from syncer.translate.backends import UPSTREAM_MODES
@@ -174,6 +175,16 @@ def shared_options(command: Callable[..., Any]) -> Callable[..., Any]:
             show_default=True,
             help="Seconds between tries to acquire or renew the Lease.",
             **env("LEADER_ELECT_RETRY_PERIOD"),
+        ),
+        click.option(
+            "--cycle-timeout",
+            type=float,
+            default=DEFAULT_CYCLE_TIMEOUT,
+            show_default=True,
+            metavar="SECONDS",
+            help="Seconds a cycle may wait in all (API requests and their retries, the output folder's lock); "
+            "past them it fails and leaves the files untouched.",
+            **env("CYCLE_TIMEOUT"),
         ),
         click.option(
             "--dry-run",

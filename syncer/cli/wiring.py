@@ -13,6 +13,7 @@ from typing import Any
 import click
 
 from syncer.config import Config
+from syncer.deadline import DEFAULT_CYCLE_TIMEOUT
 from syncer.errors import ConfigError, SyncerError
 from syncer.kube.client import KubeClient
 from syncer.kube.kubeconfig import load_cluster_config
@@ -58,6 +59,7 @@ def build_config(options: dict[str, Any]) -> Config:
             leader_elect_renew_deadline=float(options.get("leader_elect_renew_deadline", RENEW_DEADLINE)),
             leader_elect_retry_period=float(options.get("leader_elect_retry_period", RETRY_PERIOD)),
             interval=float(options.get("interval") or 10.0),
+            cycle_timeout=float(options.get("cycle_timeout", DEFAULT_CYCLE_TIMEOUT)),
             log_level=options["log_level"],
             log_format=options["log_format"],
         )
@@ -119,6 +121,7 @@ def build_syncer(config: Config) -> Syncer:
             },
             renderer,
         ),
+        cycle_timeout=config.cycle_timeout,
     )
 
 

@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 
 from syncer import __version__
+from syncer.deadline import Deadline
 from syncer.kube.kubeconfig import ClusterConfig
 from syncer.kube.lists import Lister, ListResult
 from syncer.kube.replies import Obj
@@ -74,15 +75,23 @@ class KubeClient:
         namespace: str | None = None,
         label_selector: str | None = None,
         field_selector: str | None = None,
+        *,
+        deadline: Deadline | None = None,
     ) -> ListResult:
-        """All items of `kind` (cluster-wide, or in `namespace`) matching the selectors, from one revision."""
-        return self._lists.list(kind, namespace, label_selector, field_selector)
+        """All items of `kind` (cluster-wide, or in `namespace`) matching the selectors, from one revision.
+        With a `deadline`, no request, retry or pause of the list outlasts it (KubeDeadlineExceeded)."""
+        return self._lists.list(kind, namespace, label_selector, field_selector, deadline)
 
     def patch_ingress_status(
-        self, namespace: str, name: str, load_balancer_ingress: builtins.list[dict[str, str]] | None
+        self,
+        namespace: str,
+        name: str,
+        load_balancer_ingress: builtins.list[dict[str, str]] | None,
+        *,
+        deadline: Deadline | None = None,
     ) -> None:
-        """Sets (or, with None, clears) `status.loadBalancer.ingress` of one Ingress."""
-        self._writes.patch_ingress_status(namespace, name, load_balancer_ingress)
+        """Sets (or, with None, clears) `status.loadBalancer.ingress` of one Ingress, by `deadline` if one is given."""
+        self._writes.patch_ingress_status(namespace, name, load_balancer_ingress, deadline)
 
     def get_lease(self, namespace: str, name: str) -> Obj | None:
         return self._writes.get_lease(namespace, name)

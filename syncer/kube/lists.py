@@ -4,11 +4,12 @@ Network I/O through the Transport."""
 from __future__ import annotations
 
 import builtins
+import functools
 import logging
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from syncer.deadline import Deadline
 from syncer.errors import KubeBadResponse, KubeError, KubeExpired, KubeForbidden, KubeNotFound, KubeUnavailable
 from syncer.kube.replies import Call, Obj, Reply, TooLargeResourceVersion, Transient, decode_json
 from syncer.kube.resources import ResourceKind, resolve_kind
@@ -47,6 +48,7 @@ class Lister:
         namespace: str | None = None,
         label_selector: str | None = None,
         field_selector: str | None = None,
+        deadline: Deadline | None = None,
     ) -> ListResult:
         """All items of `kind` (cluster-wide, or in `namespace`) matching the selectors, from one revision.
 
@@ -58,6 +60,8 @@ class Lister:
         as cheap but may go back in time (another apiserver, a stale cache) and ignores `limit`.
         A 410 (continue token or RV too old) restarts the whole list with RV unset; collected pages are
         dropped, never spliced with pages from another revision.
+        With a `deadline`, no request (first page, next page, retry or restart) starts or waits past it: the list
+        fails with KubeDeadlineExceeded instead.
         """
         rk = resolve_kind(kind)
         ns = namespace if rk.namespaced else None
@@ -71,7 +75,7 @@ class Lister:
         last: KubeError | None = None
         for restart in range(max(0, self._max_restarts) + 1):
             try:
-                result = self._list_pages(rk, ns, params, since)
+                result = self._list_pages(rk, ns, params, since, deadline)
             except KubeExpired as exc:
                 log.warning(
                     "list %s: %s; restarting the list from scratch (%d/%d)",
@@ -101,7 +105,12 @@ class Lister:
         )
 
     def _list_pages(
-        self, kind: ResourceKind, namespace: str | None, params: Mapping[str, str], since: str | None
+        self,
+        kind: ResourceKind,
+        namespace: str | None,
+        params: Mapping[str, str],
+        since: str | None,
+        deadline: Deadline | None,
     ) -> ListResult:
         path = kind.list_path(namespace)
         first = dict(params)
@@ -112,7 +121,7 @@ class Lister:
         page_params = first
         tokens_seen: set[str] = set()
         for _ in range(self._max_pages):
-            page = self.get_page(path, page_params, kind, namespace)
+            page = self.get_page(path, page_params, kind, namespace, deadline)
             for item in page["items"]:
                 # Server-side apply bookkeeping: often a third of an object, read by no part of the syncer. Dropped
                 # as each page arrives (as client-go users do with an informer transform), it never adds up.
@@ -140,15 +149,18 @@ class Lister:
             resource=kind.rbac_resource,
         )
 
-    def get_page(self, path: str, params: Mapping[str, str], kind: ResourceKind, namespace: str | None) -> Obj:
+    def get_page(
+        self,
+        path: str,
+        params: Mapping[str, str],
+        kind: ResourceKind,
+        namespace: str | None,
+        deadline: Deadline | None = None,
+    ) -> Obj:
         call = Call("list", kind.rbac_resource, kind.rbac_resource)
         refreshed = [False]  # the 401 refresh happens once per request, retries included
-        retrying = self._transport.retrying(call, path, self._max_attempts)
-        started = time.monotonic()
-        try:
-            return retrying(self._get_once, path, params, kind, namespace, refreshed)
-        except Transient as exc:
-            raise self._transport.give_up(call, path, exc, retrying, started) from None
+        once = functools.partial(self._get_once, path, params, kind, namespace, refreshed, deadline)
+        return self._transport.retried(call, path, once, attempts=self._max_attempts, deadline=deadline)
 
     def _get_once(
         self,
@@ -157,10 +169,11 @@ class Lister:
         kind: ResourceKind,
         namespace: str | None,
         refreshed: builtins.list[bool],
+        deadline: Deadline | None,
     ) -> Obj:
         resource = kind.rbac_resource
         call = Call("list", resource, resource)
-        reply = self._transport.send_authorized(call, "GET", path, refreshed, params)
+        reply = self._transport.send_authorized(call, "GET", path, refreshed, params, deadline=deadline)
         if reply.status == 200:
             return self._parse_list(reply)
         failure = self._transport.failure(call, reply)

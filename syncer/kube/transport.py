@@ -16,14 +16,23 @@ import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from typing import NoReturn
+from typing import NoReturn, TypeVar
 
 import requests
 import urllib3
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt, stop_before_delay
+from tenacity.stop import stop_base
 
 from syncer import __version__
-from syncer.errors import KubeBadResponse, KubeError, KubeRequestError, KubeUnauthorized, KubeUnavailable
+from syncer.deadline import Deadline
+from syncer.errors import (
+    KubeBadResponse,
+    KubeDeadlineExceeded,
+    KubeError,
+    KubeRequestError,
+    KubeUnauthorized,
+    KubeUnavailable,
+)
 from syncer.kube.kubeconfig import ClusterConfig, Credential
 from syncer.kube.replies import (
     Call,
@@ -42,6 +51,19 @@ from syncer.kube.tls import ClusterAdapter, build_ssl_context
 log = logging.getLogger("syncer.kube.client")
 
 SHORT_MAX_WAIT = 1.0  # seconds between single-object attempts (status, Lease), Retry-After included
+T = TypeVar("T")
+
+
+class _StopAtDeadline(stop_base):
+    """Stops retrying when the next pause would end at or past the deadline (no sleeping past it); remembers it."""
+
+    def __init__(self, deadline: Deadline) -> None:
+        self.deadline = deadline
+        self.hit = False
+
+    def __call__(self, retry_state: RetryCallState) -> bool:
+        self.hit = retry_state.upcoming_sleep >= self.deadline.remaining()
+        return self.hit
 
 
 class Transport:
@@ -143,12 +165,18 @@ class Transport:
         headers: Mapping[str, str],
         params: Mapping[str, str] | None = None,
         body: bytes | None = None,
+        deadline: Deadline | None = None,
     ) -> Reply:
         url = self._server + path
         try:
-            reply = self._request(call, method, url, headers, params, body)
-        except (Transient, KubeError):
+            reply = self._request(call, method, url, headers, params, body, deadline)
+        except (Transient, KubeError) as exc:
             self._observe(call, "error")
+            if isinstance(exc, Transient) and deadline is not None and deadline.expired():
+                # A timeout the deadline capped (or any failure past it): no retry could help.
+                raise KubeDeadlineExceeded(
+                    f"{deadline} passed while {call.doing} ({method} {path}): {exc.reason}", resource=call.resource
+                ) from None
             raise
         self._observe(call, str(reply.status))
         return reply
@@ -166,7 +194,16 @@ class Transport:
         headers: Mapping[str, str],
         params: Mapping[str, str] | None,
         body: bytes | None,
+        deadline: Deadline | None,
     ) -> Reply:
+        timeout = self._timeout
+        if deadline is not None:
+            # Each socket wait (connect, and every read) ends by the deadline; a server trickling bytes slower
+            # than that could still stretch one request, which the next request's check then stops.
+            left = deadline.remaining()
+            if left <= 0:
+                raise KubeDeadlineExceeded(f"{deadline} passed before {call.doing}", resource=call.resource)
+            timeout = (min(timeout[0], left), min(timeout[1], left))
         try:
             with self._quiet_insecure():
                 response = self._session.request(
@@ -175,7 +212,7 @@ class Transport:
                     params=params,
                     data=body,
                     headers=headers,
-                    timeout=self._timeout,
+                    timeout=timeout,
                     proxies=self._proxies,
                     allow_redirects=False,
                 )
@@ -210,9 +247,9 @@ class Transport:
                 resource=call.resource,
             ) from None
         except requests.exceptions.ConnectTimeout:
-            raise Transient(f"connect timed out after {self._timeout[0]}s") from None
+            raise Transient(f"connect timed out after {timeout[0]:.3g}s") from None
         except requests.exceptions.ReadTimeout:
-            raise Transient(f"read timed out after {self._timeout[1]}s") from None
+            raise Transient(f"read timed out after {timeout[1]:.3g}s") from None
         except (requests.exceptions.ChunkedEncodingError, requests.exceptions.ContentDecodingError) as exc:
             raise Transient(
                 f"response body broken: {self.scrub(describe_transport_error(exc))}", bad_body=True
@@ -234,14 +271,16 @@ class Transport:
         params: Mapping[str, str] | None = None,
         body: bytes | None = None,
         content_type: str | None = None,
+        deadline: Deadline | None = None,
     ) -> Reply:
-        """One request with the current credential; on a 401, refreshes it once per call (retries included)."""
+        """One request with the current credential; on a 401, refreshes it once per call (retries included).
+        With a `deadline`, its timeouts end by it, and past it no request is sent (KubeDeadlineExceeded)."""
 
         def send() -> Reply:
             headers = self._use_credential(self._cluster.credentials.current())
             if content_type:
                 headers["Content-Type"] = content_type
-            return self._send(call, method, path, headers, params, body)
+            return self._send(call, method, path, headers, params, body, deadline)
 
         reply = send()
         if reply.status == 401 and not refreshed[0]:
@@ -292,17 +331,21 @@ class Transport:
         window = min(max_backoff, self._backoff_base * 2.0 ** (state.attempt_number - 1))
         return window / 2 + random.uniform(0, window / 2)  # "equal jitter": never zero, never in lockstep
 
-    def retrying(
+    def retried(
         self,
         call: Call,
         path: str,
+        once: Callable[[], T],
+        *,
         attempts: int,
-        retry_after_cap: float | None = None,
-        max_backoff: float | None = None,
-    ) -> Retrying:
-        """`attempts` tries of a call, with backoff (capped at `max_backoff`) or the server's Retry-After (capped)."""
-        cap = self._retry_after_cap if retry_after_cap is None else retry_after_cap
-        backoff = self._max_backoff if max_backoff is None else max_backoff
+        short: bool = False,
+        deadline: Deadline | None = None,
+    ) -> T:
+        """`once()` up to `attempts` times while it fails with a Transient, with backoff or the server's Retry-After
+        (both capped, at SHORT_MAX_WAIT for a `short` single-object call), within `max_elapsed`; never pausing
+        past `deadline`. Raises what `once` raises, or the KubeError a Transient becomes when the tries end."""
+        cap = min(self._retry_after_cap, SHORT_MAX_WAIT) if short else self._retry_after_cap
+        backoff = min(self._max_backoff, SHORT_MAX_WAIT) if short else self._max_backoff
 
         def before_sleep(state: RetryCallState) -> None:
             exc = state.outcome.exception() if state.outcome is not None else None
@@ -311,32 +354,32 @@ class Transport:
                 "%s at %s: %s; retry %d/%d in %.2fs", call.action, path, exc, state.attempt_number + 1, attempts, wait
             )
 
-        return Retrying(
-            stop=stop_after_attempt(attempts) | stop_before_delay(self._max_elapsed),
+        at_deadline = _StopAtDeadline(deadline) if deadline is not None else None
+        stop = stop_after_attempt(attempts) | stop_before_delay(self._max_elapsed)
+        retrying = Retrying(
+            stop=stop if at_deadline is None else stop | at_deadline,
             wait=functools.partial(self._wait, retry_after_cap=cap, max_backoff=backoff),
             retry=retry_if_exception_type(Transient),
             sleep=self._sleep,
             before_sleep=before_sleep,
             reraise=True,
         )
-
-    def give_up(self, call: Call, path: str, exc: Transient, retrying: Retrying, started: float) -> KubeError:
-        attempts = retrying.statistics.get("attempt_number", 1)
+        started = time.monotonic()
+        try:
+            return retrying(once)
+        except Transient as exc:
+            failed = exc
         text = (
-            f"{call.action} at {self._server}{path} failed after {attempts} attempt(s) in "
-            f"{time.monotonic() - started:.1f}s; last failure: {exc.reason}"
+            f"{call.action} at {self._server}{path} failed after {retrying.statistics.get('attempt_number', 1)} "
+            f"attempt(s) in {time.monotonic() - started:.1f}s; last failure: {failed.reason}"
         )
         log.warning("giving up: %s", text)
-        if exc.bad_body:
-            return KubeBadResponse(f"bad response: {text}", resource=call.resource, status=exc.status)
-        error = TooLargeResourceVersion if exc.too_large_rv else KubeUnavailable
-        return error(f"API server unavailable: {text}", resource=call.resource, status=exc.status)
-
-    def short_retrying(self, call: Call, path: str, attempts: int) -> Retrying:
-        """Retries of a single-object call: `attempts` tries, never more than SHORT_MAX_WAIT apart."""
-        return self.retrying(
-            call, path, attempts, min(self._retry_after_cap, SHORT_MAX_WAIT), min(self._max_backoff, SHORT_MAX_WAIT)
-        )
+        if at_deadline is not None and at_deadline.hit:
+            raise KubeDeadlineExceeded(f"{deadline} would pass before the next try: {text}", resource=call.resource)
+        if failed.bad_body:
+            raise KubeBadResponse(f"bad response: {text}", resource=call.resource, status=failed.status)
+        error = TooLargeResourceVersion if failed.too_large_rv else KubeUnavailable
+        raise error(f"API server unavailable: {text}", resource=call.resource, status=failed.status)
 
     # --- lifecycle -------------------------------------------------------------------------------
     @property

@@ -3,9 +3,10 @@ through the Transport; retried briefly, since neither may hold a cycle or a rene
 
 from __future__ import annotations
 
+import functools
 import json
-import time
 
+from syncer.deadline import Deadline
 from syncer.errors import KubeConflict, KubeForbidden, KubeNotFound
 from syncer.kube.replies import Call, Obj, Reply, Transient, decode_json
 from syncer.kube.resources import INGRESS, LEASE, ResourceKind
@@ -24,7 +25,11 @@ class ObjectWriter:
         self._attempts = max(1, attempts)
 
     def patch_ingress_status(
-        self, namespace: str, name: str, load_balancer_ingress: list[dict[str, str]] | None
+        self,
+        namespace: str,
+        name: str,
+        load_balancer_ingress: list[dict[str, str]] | None,
+        deadline: Deadline | None = None,
     ) -> None:
         """Sets `status.loadBalancer.ingress` of one Ingress (None clears it) through its status subresource.
 
@@ -32,22 +37,30 @@ class ObjectWriter:
         ignores any spec in it. Needs verb "patch" on "ingresses/status". The same patch twice is harmless, so
         a 429/5xx or a dropped connection is retried, but only `patch_attempts` times with short waits: a
         status write must never hold a sync cycle up for long. Raises KubeForbidden (RBAC), KubeNotFound (the
-        Ingress is gone), KubeRequestError (409/415/422, with the server's message), KubeUnavailable.
+        Ingress is gone), KubeRequestError (409/415/422, with the server's message), KubeUnavailable, and
+        KubeDeadlineExceeded when `deadline` passes first (then no request is sent, or it is cut short).
         """
         path = INGRESS.object_path(namespace, name, "status")
         call = Call("patch", INGRESS_STATUS_RESOURCE, f"the status of Ingress {namespace}/{name}")
         patch = {"status": {"loadBalancer": {"ingress": load_balancer_ingress}}}
         body = json.dumps(patch, sort_keys=True, separators=(",", ":")).encode()
         refreshed = [False]
-        retrying = self._transport.short_retrying(call, path, self._attempts)
-        started = time.monotonic()
-        try:
-            retrying(self._patch_once, call, path, namespace, name, body, refreshed)
-        except Transient as exc:
-            raise self._transport.give_up(call, path, exc, retrying, started) from None
+        once = functools.partial(self._patch_once, call, path, namespace, name, body, refreshed, deadline)
+        self._transport.retried(call, path, once, attempts=self._attempts, short=True, deadline=deadline)
 
-    def _patch_once(self, call: Call, path: str, namespace: str, name: str, body: bytes, refreshed: list[bool]) -> None:
-        reply = self._transport.send_authorized(call, "PATCH", path, refreshed, body=body, content_type=MERGE_PATCH)
+    def _patch_once(
+        self,
+        call: Call,
+        path: str,
+        namespace: str,
+        name: str,
+        body: bytes,
+        refreshed: list[bool],
+        deadline: Deadline | None,
+    ) -> None:
+        reply = self._transport.send_authorized(
+            call, "PATCH", path, refreshed, body=body, content_type=MERGE_PATCH, deadline=deadline
+        )
         if 200 <= reply.status < 300:
             return
         failure = self._transport.failure(call, reply)
@@ -104,13 +117,8 @@ class ObjectWriter:
     def _lease_call(self, call: Call, method: str, path: str, namespace: str, body: Obj | None) -> Obj | None:
         data = None if body is None else json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
         refreshed = [False]
-        retrying = self._transport.short_retrying(call, path, self._attempts)
-        started = time.monotonic()
-        try:
-            result: Obj | None = retrying(self._object_once, call, LEASE, method, path, namespace, data, refreshed)
-        except Transient as exc:
-            raise self._transport.give_up(call, path, exc, retrying, started) from None
-        return result
+        once = functools.partial(self._object_once, call, LEASE, method, path, namespace, data, refreshed)
+        return self._transport.retried(call, path, once, attempts=self._attempts, short=True)
 
     def _object_once(
         self,

@@ -7,11 +7,13 @@ import logging
 import os
 import time
 from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from syncer import jsoncodec
+from syncer.deadline import Deadline
 from syncer.errors import WriteError
 from syncer.output.atomic import (
     CAN_SYNC_FILESYSTEM,
@@ -22,6 +24,7 @@ from syncer.output.atomic import (
     sync_filesystem,
     unlink_quietly,
 )
+from syncer.output.lock import OutputLock
 from syncer.output.manifest import (
     MANIFEST_NAME,
     content_digest,
@@ -82,6 +85,13 @@ class FileWriter:
         self._clock = clock
         self._staging_dir = Path(staging_dir) if staging_dir is not None else None
         self._staging_chosen = staging_dir is not None
+        self._lock = OutputLock(self.output_dir)
+
+    def locked(self, deadline: Deadline | None) -> AbstractContextManager[None]:
+        """The output folder's lock (syncer.output.lock), held around a read-then-write of its files and manifest
+        so that two processes never interleave them; it waits for another holder until `deadline`."""
+        self.check()
+        return self._lock.held(deadline)
 
     @property
     def staging_dir(self) -> Path:
@@ -119,6 +129,10 @@ class FileWriter:
     def _manifest(self) -> tuple[list[str], dict[str, float]]:
         """(files in use, files no longer produced -> since when), as the last write left them."""
         return live_and_pending(read_manifest(self.output_dir))
+
+    def has_stale(self) -> bool:
+        """Whether files no longer produced wait for removal (then `prune` may have work)."""
+        return bool(self._manifest()[1])
 
     def owned_files(self) -> list[str]:
         live, pending = self._manifest()

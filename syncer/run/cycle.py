@@ -1,4 +1,5 @@
-"""One sync cycle (fetch -> diff -> translate -> render -> write) and the interval loop with its signals."""
+"""One sync cycle (fetch -> diff -> translate -> render -> write) within its deadline, the output folder locked for
+the write."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, TextIO
 
+from syncer.deadline import DEFAULT_CYCLE_TIMEOUT, Deadline
 from syncer.errors import KubeError, RemovalHeld, RenderError, SourceError, SyncerError, WriteError
 from syncer.model import RoutingModel, SourceRef
 from syncer.output.guard import RemovalGuard
@@ -56,6 +58,7 @@ class Syncer:
         metrics: Metrics | None = None,
         elector: LeaderElector | None = None,
         identity: str | None = None,
+        cycle_timeout: float = DEFAULT_CYCLE_TIMEOUT,
     ) -> None:
         self.source = source
         self.renderer = renderer
@@ -70,15 +73,21 @@ class Syncer:
         # syncer.identity.run_identity of the code and settings; with one, a fresh process whose snapshot the
         # files on disk were already written from leaves them alone (no translation, no rendering).
         self.identity = identity
+        # What a cycle may wait in all: API requests, their retries and pauses, the output folder's lock. The status
+        # write-back after the files shares it; the leader elector's thread has timing of its own.
+        self.cycle_timeout = cycle_timeout
         self.last_snapshot: Snapshot | None = None
         self.last_served: tuple[SourceRef, ...] = ()
         self.reported_problems: set[str] = set()
 
     def cycle(self) -> CycleResult:
         started = time.monotonic()
+        deadline = Deadline(
+            started + self.cycle_timeout, f"the cycle deadline (--cycle-timeout {self.cycle_timeout:g}s)"
+        )
         try:
             with collector_paused():
-                result = self._cycle(started)
+                result = self._cycle(started, deadline)
         except SyncerError as exc:
             if self.metrics is not None:
                 self.metrics.cycle_failed(_failure_reason(exc), time.monotonic() - started)
@@ -87,19 +96,20 @@ class Syncer:
             self.metrics.cycle_succeeded(result.seconds)
         return result
 
-    def _cycle(self, started: float) -> CycleResult:
-        snapshot = self.source.fetch()
+    def _cycle(self, started: float, deadline: Deadline) -> CycleResult:
+        snapshot = self.source.fetch(deadline)
         changes = diff(self.last_snapshot, snapshot)
         log.info("cycle: %s", changes.summary())
         if self.last_snapshot is not None and changes.is_empty:
-            self._prune()
+            self._prune(deadline)
             # Status is not part of the diff: a failed write, or a new load-balancer address, is still due.
-            self._publish(snapshot)
+            self._publish(snapshot, deadline)
             return CycleResult(changed_input=False, seconds=time.monotonic() - started)
         key = input_key(self.identity, snapshot) if self.identity is not None else None
+        # Read without the lock: it writes nothing, and a writer that goes on meanwhile only ran after this process.
         if self.last_snapshot is None and self._already_written(key, snapshot):
             self.last_snapshot = snapshot
-            self._prune()
+            self._prune(deadline)
             return CycleResult(changed_input=False, seconds=time.monotonic() - started)
         now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
         translation = translate(snapshot, self.translate_options, now)
@@ -114,11 +124,14 @@ class Syncer:
             self.preview_out.flush()
             result = None
         else:
-            self._check_removal(translation.model, files)
             meta = {"routes": counts["routes"], "counts": counts, "problems": problems[:MAX_KEPT_PROBLEMS]}
             if key is not None:
                 meta["input"] = key
-            result = self._write(files, meta)
+            # Another process writing the same folder (cron's `once` overlapping): the guard's memory, the files
+            # and the manifest are read and rewritten by one process at a time, or they mix.
+            with self.writer.locked(deadline):
+                self._check_removal(translation.model, files)
+                result = self._write(files, meta)
             if self.metrics is not None:
                 self.metrics.files_written.inc(len(result.written))
                 self.metrics.files_removed.inc(len(result.removed))
@@ -138,16 +151,16 @@ class Syncer:
         self.last_snapshot = snapshot
         self.last_served = translation.ingresses
         if not self.dry_run:
-            self._publish(snapshot)
+            self._publish(snapshot, deadline)
         return CycleResult(changed_input=True, write=result, seconds=time.monotonic() - started)
 
-    def _publish(self, snapshot: Snapshot) -> None:
+    def _publish(self, snapshot: Snapshot, deadline: Deadline) -> None:
         """Status write-back after a good cycle, by the leader only; it logs its own failures, never fails the cycle."""
         leading = self.elector is None or self.elector.is_leader()
         if self.metrics is not None:
             self.metrics.leader.set(1 if leading else 0)
         if self.publisher is not None and leading and not self.dry_run:
-            outcome = self.publisher.publish(snapshot, self.last_served)
+            outcome = self.publisher.publish(snapshot, self.last_served, deadline)
             if self.metrics is not None and outcome is not None:
                 for name in ("written", "cleared", "failed"):
                     self.metrics.status_writes.labels(name).inc(getattr(outcome, name, 0))
@@ -179,12 +192,13 @@ class Syncer:
         )
         return True
 
-    def _prune(self) -> None:
+    def _prune(self, deadline: Deadline) -> None:
         """Files kept past their last use (Envoy's draining listeners still read them) go once their delay is
         over, even when no new input arrives to trigger a write."""
-        if self.dry_run:
+        if self.dry_run or not self.writer.has_stale():  # the lock only when there may be something to remove
             return
-        removed = self.writer.prune(prune_delay_of(self.renderer))
+        with self.writer.locked(deadline):
+            removed = self.writer.prune(prune_delay_of(self.renderer))
         if removed:
             log.info("removed %d file(s) no longer in use from %s", len(removed), self.writer.output_dir)
             if self.metrics is not None:

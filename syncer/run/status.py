@@ -14,7 +14,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from syncer.errors import ConfigError, KubeError, KubeNotFound, KubeUnavailable
+from syncer.deadline import Deadline
+from syncer.errors import ConfigError, KubeDeadlineExceeded, KubeError, KubeNotFound, KubeUnavailable
 from syncer.model import SourceRef
 from syncer.snapshot import Snapshot
 
@@ -33,7 +34,12 @@ class StatusWriter(Protocol):
     """What the publisher needs of a client: `syncer.kube.KubeClient` provides it."""
 
     def patch_ingress_status(
-        self, namespace: str, name: str, load_balancer_ingress: list[dict[str, str]] | None
+        self,
+        namespace: str,
+        name: str,
+        load_balancer_ingress: list[dict[str, str]] | None,
+        *,
+        deadline: Deadline | None = None,
     ) -> None: ...
 
 
@@ -188,8 +194,9 @@ class _Tally:
     unchanged: int = 0
     cleared: int = 0
     failed: int = 0
-    unreachable: KubeError | None = None  # set once a write got no HTTP answer at all
+    unreachable: KubeError | None = None  # set once a write got no HTTP answer at all, or the deadline passed
     postponed: list[str] = field(default_factory=list)
+    deadline: Deadline | None = None
 
     def result(self) -> PublishResult:
         return PublishResult(self.written, self.unchanged, self.cleared, self.failed)
@@ -219,14 +226,17 @@ class StatusPublisher:
     def target(self) -> PublishTarget:
         return self._target
 
-    def publish(self, snapshot: Snapshot, served: Sequence[SourceRef]) -> PublishResult:
+    def publish(
+        self, snapshot: Snapshot, served: Sequence[SourceRef], deadline: Deadline | None = None
+    ) -> PublishResult:
         """PATCHes the served Ingresses whose status differs and clears the ones no longer served.
 
-        Never raises a KubeError: a failed write is logged, counted and tried again at the next publish.
+        Never raises a KubeError: a failed write is logged, counted and tried again at the next publish. Once
+        `deadline` has passed, the writes still due are postponed to the next publish, unsent.
         """
         now = {(ref.namespace, ref.name) for ref in served if ref.kind == "Ingress"}
         desired = self._resolve(snapshot)
-        tally = _Tally()
+        tally = _Tally(deadline=deadline)
         if desired is not None:
             self._published.add(_essence(desired))
             for key in sorted(now):
@@ -238,7 +248,8 @@ class StatusPublisher:
         self._failures = {k: v for k, v in self._failures.items() if k in now or k in self._to_clear}
         if tally.postponed:
             log.warning(
-                "API server unreachable (%s); %d more Ingress status write(s) postponed to the next cycle: %s",
+                "API server unreachable or out of time (%s); %d more Ingress status write(s) postponed to the next "
+                "cycle: %s",
                 _one_line(tally.unreachable) if tally.unreachable else "?",
                 len(tally.postponed),
                 ", ".join(tally.postponed[:5]) + (", ..." if len(tally.postponed) > 5 else ""),
@@ -298,15 +309,15 @@ class StatusPublisher:
             tally.postponed.append(f"{namespace}/{name}")
             return _Outcome.FAILED
         try:
-            self._client.patch_ingress_status(namespace, name, entries)
+            self._client.patch_ingress_status(namespace, name, entries, deadline=tally.deadline)
         except KubeNotFound as exc:
             log.info("status of Ingress %s/%s not written, the Ingress is gone: %s", namespace, name, _one_line(exc))
             self._failures.pop(key, None)
             return _Outcome.GONE
         except KubeError as exc:
             tally.failed += 1
-            if isinstance(exc, KubeUnavailable) and exc.status is None:
-                # No HTTP answer at all (refused, timed out): the next write would only wait the same way.
+            if isinstance(exc, KubeDeadlineExceeded) or (isinstance(exc, KubeUnavailable) and exc.status is None):
+                # No HTTP answer at all (refused, timed out), or no time left: the next write would fare the same.
                 tally.unreachable = exc
             reason = _one_line(exc)
             repeated = self._failures.get(key) == reason
