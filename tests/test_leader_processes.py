@@ -133,6 +133,23 @@ def patches_since(api: FakeKubeAPI, index: int) -> list[RecordedRequest]:
     return [r for r in api.requests[index:] if r.method == "PATCH"]
 
 
+def busy_since(api: FakeKubeAPI, index: int, lease_requests: int, cycles: int) -> set[str]:
+    """The replicas that have made at least `lease_requests` Lease requests and listed Ingresses (one list a cycle)
+    at least `cycles` times since request `index`."""
+    by_token = {token: name for name, token in TOKENS.items()}
+    leases: dict[str, int] = {}
+    lists: dict[str, int] = {}
+    for r in api.requests[index:]:
+        name = by_token.get(r.token or "")
+        if name is None:
+            continue
+        if "/leases/" in r.path:
+            leases[name] = leases.get(name, 0) + 1
+        elif r.method == "GET" and r.path.endswith("/ingresses"):
+            lists[name] = lists.get(name, 0) + 1
+    return {name for name in TOKENS if leases.get(name, 0) >= lease_requests and lists.get(name, 0) >= cycles}
+
+
 def senders(requests: list[RecordedRequest]) -> set[str]:
     by_token = {token: name for name, token in TOKENS.items()}
     return {by_token[r.token] for r in requests if r.token in by_token}
@@ -160,7 +177,9 @@ def test_one_writer_then_failover_on_kill_then_release_on_sigterm(
     for _ in range(2):
         clear_status(api)
         wait_until(lambda: all_published(api), 5, "the leader to rewrite the status")
-    time.sleep(1.0)  # more cycles and renewals: a second writer would show up here
+    # More cycles and renewals of both (counted, not waited out): a second writer would show up here.
+    more = len(api.requests)
+    wait_until(lambda: busy_since(api, more, lease_requests=3, cycles=2) == set(TOKENS), 30, "more rounds of both")
     assert senders(patches_since(api, 0)) == {leader_name}
     assert len(patches_since(api, window)) == 2 * len(SERVED)  # each clear rewritten once, nothing more
     assert lease_spec(api)["holderIdentity"] == ids[leader_name]
@@ -168,15 +187,19 @@ def test_one_writer_then_failover_on_kill_then_release_on_sigterm(
     assert f"became leader of Lease {LEASE_NS}/{LEASE_NAME} as {ids[leader_name]}" in leader.log
     assert "became leader" not in other.log
 
-    # The leader dies without a word: the other takes over within the lease duration (+ its retries).
+    # The leader dies without a word: the other takes over once the lease has expired by its clock. When exactly
+    # is the elector's rule (tests/test_leader.py, on fake clocks); here the settings must reach the elector and
+    # the Lease (checked below), and the takeover must come (30 s: a guard against a hang, ~10x the lease + retries).
+    for replica in replicas.values():
+        assert f"(lease {LEASE:g}s, renew deadline {RENEW:g}s, retry every {RETRY:g}s)" in replica.log
+    assert lease_spec(api)["leaseDurationSeconds"] == int(LEASE)
     transitions = lease_spec(api)["leaseTransitions"]
     leader.proc.send_signal(signal.SIGKILL)
     killed = time.monotonic()
     leader.proc.wait(timeout=5)
     clear_status(api)
-    wait_until(lambda: lease_spec(api)["holderIdentity"] == ids[other_name], LEASE + 3, "the other to take over")
-    takeover = time.monotonic() - killed
-    assert takeover < LEASE + 2 * (1 + 1.2) * RETRY + 1.0  # a loaded 2-core CI machine needs the slack
+    wait_until(lambda: lease_spec(api)["holderIdentity"] == ids[other_name], 30, "the other to take over")
+    takeover = time.monotonic() - killed  # reported, not asserted
     assert lease_spec(api)["leaseTransitions"] == transitions + 1
     after_kill = len(api.requests)
     wait_until(lambda: all_published(api), 5, "the new leader to write the status")

@@ -6,7 +6,6 @@ import gc
 import io
 import os
 import signal
-import time
 import weakref
 from collections.abc import Mapping
 from pathlib import Path
@@ -145,38 +144,58 @@ def test_a_cycles_objects_are_frozen_and_reclaim_collects_their_cyclic_garbage()
         gc.unfreeze()
 
 
-class TimedCycles:
-    """Stands in for a Syncer: each cycle takes `seconds`; stops the loop after `count` cycles."""
+class FakeTime:
+    """A monotonic clock for RunLoop that moves only when a cycle "takes" time or the loop waits."""
 
-    def __init__(self, seconds: float, count: int) -> None:
-        self.seconds, self.count = seconds, count
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.waits: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def wait(self, seconds: float) -> bool:
+        self.waits.append(seconds)
+        self.now += seconds
+        return False
+
+
+class TimedCycles:
+    """Stands in for a Syncer: each cycle takes `seconds` of `clock`; stops the loop after `count` cycles."""
+
+    def __init__(self, clock: FakeTime, seconds: float, count: int) -> None:
+        self.clock, self.seconds, self.count = clock, seconds, count
         self.starts: list[float] = []
         self.ends: list[float] = []
 
     def cycle(self) -> None:
-        self.starts.append(time.monotonic())
-        time.sleep(self.seconds)
-        self.ends.append(time.monotonic())
+        self.starts.append(self.clock())
+        self.clock.now += self.seconds
+        self.ends.append(self.clock())
         if len(self.starts) == self.count:
             os.kill(os.getpid(), signal.SIGTERM)  # RunLoop's handler stops the loop after this cycle
 
 
+def run_timed(seconds: float, interval: float, count: int) -> TimedCycles:
+    clock = FakeTime()
+    timed = TimedCycles(clock, seconds, count)
+    loop = RunLoop(timed, interval=interval, jitter=0.0, clock=clock, wait=clock.wait)  # type: ignore[arg-type]
+    assert loop.run() == 0
+    assert len(timed.starts) == count and len(clock.waits) == count - 1
+    return timed
+
+
 def test_the_interval_runs_from_the_start_of_one_cycle_to_the_start_of_the_next() -> None:
-    timed = TimedCycles(seconds=0.2, count=4)
-    assert RunLoop(timed, interval=0.3, jitter=0.0).run() == 0  # type: ignore[arg-type]
-    assert len(timed.starts) == 4
-    for start, end, next_start in zip(timed.starts, timed.ends, timed.starts[1:], strict=False):
-        # A pause of a full interval after each cycle would put starts 0.5 s apart.
-        assert next_start - start < max(0.3, end - start) + 0.1
-        assert next_start - start >= 0.29
+    timed = run_timed(seconds=0.2, interval=0.3, count=4)
+    # A pause of a full interval after each cycle would put the starts 0.5 s apart.
+    assert timed.clock.waits == pytest.approx([0.1] * 3)
+    assert timed.starts == pytest.approx([0.0, 0.3, 0.6, 0.9])
 
 
 def test_a_cycle_longer_than_the_interval_is_followed_at_once() -> None:
-    timed = TimedCycles(seconds=0.3, count=3)
-    assert RunLoop(timed, interval=0.1, jitter=0.0).run() == 0  # type: ignore[arg-type]
-    assert len(timed.starts) == 3
-    for end, next_start in zip(timed.ends, timed.starts[1:], strict=False):
-        assert next_start - end < 0.1
+    timed = run_timed(seconds=0.3, interval=0.1, count=3)
+    assert timed.clock.waits == [0.0, 0.0]
+    assert timed.starts == pytest.approx([0.0, 0.3, 0.6])
 
 
 def test_a_replaced_snapshot_is_freed_at_once_without_the_cyclic_collector(manifests: Path, out: Path) -> None:

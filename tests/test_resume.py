@@ -9,7 +9,6 @@ from __future__ import annotations
 import importlib
 import logging
 import sys
-import time
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from syncer.output.writer import FileWriter
 from syncer.run.cycle import Syncer
 from syncer.run.metrics import Metrics
 from syncer.source import DirectorySource
+from tests.test_writer import edit_in_place_later
 
 IDENTITY = "code and settings of this test"
 
@@ -121,8 +121,7 @@ def test_anything_but_the_same_input_code_settings_and_files_renders_again(
     elif change == "file deleted":
         (out / "hosts.txt").unlink()
     elif change == "file edited in place":
-        with open(out / "hosts.txt", "r+b") as handle:  # same inode, same size
-            handle.write(b"X")
+        edit_in_place_later(out / "hosts.txt", b"X")  # same inode, same size, a later mtime
     elif change == "file mode":
         (out / "hosts.txt").chmod(0o600)
     elif change == "no identity":
@@ -208,8 +207,7 @@ def test_a_file_edited_by_hand_is_restored_by_the_next_process_even_after_a_prun
         DirectorySource(manifests), DrainingRenderer(("a.json",)), FileWriter(out, clock=lambda: now[0]), identity="v2"
     )
     running.cycle()
-    time.sleep(0.05)  # a later timestamp than our write
-    (out / "a.json").write_bytes(b"y\n")  # by hand: same size, same inode
+    edit_in_place_later(out / "a.json", b"y")  # by hand: same size, same inode, a later mtime
     now[0] += 61
     assert not running.cycle().changed_input and not (out / "b.json").exists()  # the prune rewrote the manifest
     restarted = Syncer(DirectorySource(manifests), DrainingRenderer(("a.json",)), FileWriter(out), identity="v2")

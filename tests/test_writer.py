@@ -22,6 +22,16 @@ def mode_of(path: Path) -> int:
     return stat.S_IMODE(path.stat().st_mode)
 
 
+def edit_in_place_later(path: Path, head: bytes) -> None:
+    """Overwrites the start of `path` in place (same inode, same size), then dates it a second after the write it
+    replaced: file timestamps are coarse (a clock tick), so an edit right after a write may otherwise keep its
+    mtime (git's racy-clean case), which is not what these tests are about."""
+    written = path.stat().st_mtime_ns
+    with open(path, "r+b") as handle:
+        handle.write(head)
+    os.utime(path, ns=(written, written + 1_000_000_000))
+
+
 def test_writes_files_and_manifest(tmp_path: Path) -> None:
     result = FileWriter(tmp_path).write({"a.yaml": b"a: 1\n", "sub/b.json": b"{}\n"})
     assert result.written == ("a.yaml", "sub/b.json")
@@ -262,9 +272,7 @@ def test_key_files_live_in_an_owner_only_folder(tmp_path: Path) -> None:
 def test_a_file_changed_behind_the_writers_back_is_rewritten_even_at_the_same_size(tmp_path: Path) -> None:
     writer = FileWriter(tmp_path)
     assert writer.write({"a.json": b"12345\n", "b.json": b"x\n"}).written == ("a.json", "b.json")
-    time.sleep(0.05)  # later than the write: file timestamps are coarse (a clock tick), like git's racy-clean case
-    with open(tmp_path / "a.json", "r+b") as handle:  # same inode, same size, new bytes, new mtime
-        handle.write(b"9")
+    edit_in_place_later(tmp_path / "a.json", b"9")  # same inode, same size, new bytes, new mtime
     again = writer.write({"a.json": b"12345\n", "b.json": b"x\n"})
     assert again.written == ("a.json",) and again.unchanged == ("b.json",)  # b: by its recorded stat, unread
     assert (tmp_path / "a.json").read_bytes() == b"12345\n"
@@ -273,9 +281,7 @@ def test_a_file_changed_behind_the_writers_back_is_rewritten_even_at_the_same_si
 def test_records_carried_through_manifest_only_updates_are_checked_again(tmp_path: Path) -> None:
     writer = FileWriter(tmp_path)
     writer.write({"a.json": b"12345\n"})
-    time.sleep(0.05)
-    with open(tmp_path / "a.json", "r+b") as handle:
-        handle.write(b"9")
+    edit_in_place_later(tmp_path / "a.json", b"9")
     writer.save_meta({"routes": 1})  # rewrites the manifest, carrying a.json's record from before the edit
     assert not writer.intact()
     assert writer.write({"a.json": b"12345\n", "c.json": b"{}"}).written == ("a.json", "c.json")

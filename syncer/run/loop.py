@@ -23,19 +23,32 @@ class _StopRequested(BaseException):
 
 class RunLoop:
     """Starts a cycle every `interval` seconds (±10% jitter; at once after a cycle that took longer) until
-    SIGTERM or SIGINT; SIGHUP runs a cycle at once."""
+    SIGTERM or SIGINT; SIGHUP runs a cycle at once.
+
+    `clock` (monotonic seconds) and `wait` (the pause between cycles, given its length in seconds) are injectable
+    for tests; by default the pause is on the event that SIGHUP, SIGTERM and SIGINT set, so they cut it short.
+    """
 
     def __init__(
-        self, syncer: Syncer, interval: float, *, jitter: float = 0.1, on_cycle: Callable[[bool], None] | None = None
+        self,
+        syncer: Syncer,
+        interval: float,
+        *,
+        jitter: float = 0.1,
+        on_cycle: Callable[[bool], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        wait: Callable[[float], object] | None = None,
     ) -> None:
         self.syncer = syncer
         self.interval = interval
         self.jitter = jitter
         self.on_cycle = on_cycle
         self._wake = threading.Event()
+        self._clock = clock
+        self._wait = wait or self._wake.wait
         self._stopping = False
         self._in_cycle = False
-        self._reclaimed = time.monotonic()
+        self._reclaimed = clock()
 
     def _handle_stop(self, signum: int, frame: FrameType | None) -> None:
         log.info("received %s, stopping", signal.Signals(signum).name)
@@ -55,7 +68,7 @@ class RunLoop:
         signal.signal(signal.SIGHUP, self._handle_hup)
         try:
             while not self._stopping:
-                started = time.monotonic()
+                started = self._clock()
                 ok = self._one_cycle()
                 if self.on_cycle is not None:
                     self.on_cycle(ok)
@@ -64,7 +77,7 @@ class RunLoop:
                 # The interval runs from start to start: a change waits at most one interval (plus one cycle)
                 # to be served, however long the cycles themselves take.
                 period = self.interval * (1 + random.uniform(-self.jitter, self.jitter))
-                self._wake.wait(max(0.0, period - (time.monotonic() - started)))
+                self._wait(max(0.0, period - (self._clock() - started)))
                 self._wake.clear()
         except _StopRequested:
             pass
@@ -84,6 +97,6 @@ class RunLoop:
             return False
         finally:
             self._in_cycle = False
-            if time.monotonic() - self._reclaimed >= RECLAIM_EVERY:
+            if self._clock() - self._reclaimed >= RECLAIM_EVERY:
                 reclaim()
-                self._reclaimed = time.monotonic()
+                self._reclaimed = self._clock()
