@@ -48,6 +48,7 @@ ONCE_TIMEOUT = 900.0  # one `syncer once`; a cold run at 10,000 takes seconds to
 SLOW_COLD = 120.0  # reported when a single cold run takes longer
 CHANGED = 1  # the Ingress and EndpointSlice the change scenarios touch (index; no TLS)
 MANIFEST = ".ingress-syncer/manifest.json"
+LOCK = ".ingress-syncer/lock"  # the output lock: its pid note changes every write, it is not output
 PROPAGATION_N = 1000
 INTERVAL = 1.0
 # Which files a change may rewrite (besides the writer's manifest), per renderer and scenario.
@@ -94,15 +95,17 @@ def progress(message: str) -> None:
 
 
 def folder_state(folder: Path | None) -> dict[str, tuple[int, int, int]]:
-    """relative path -> (inode, mtime_ns, size) of every file below `folder` (dotfiles included)."""
+    """relative path -> (inode, mtime_ns, size) of every file below `folder` (dotfiles included, the lock not)."""
     if folder is None:
         return {}
     state = {}
     for root, _, files in os.walk(folder):
         for name in files:
             path = Path(root) / name
-            st = path.stat()
-            state[str(path.relative_to(folder))] = (st.st_ino, st.st_mtime_ns, st.st_size)
+            relative = str(path.relative_to(folder))
+            if relative != LOCK:
+                st = path.stat()
+                state[relative] = (st.st_ino, st.st_mtime_ns, st.st_size)
     return state
 
 
