@@ -29,7 +29,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
 from renderers.envoy.bootstrap import bootstrap_config
-from renderers.options import check_known_options
+from renderers.options import check_known_options, parse_bool
 from syncer import jsoncodec
 from syncer.errors import ConfigError, RenderError
 from syncer.model import Backend, PathMatch, Route, RoutingModel, TLSCert, VirtualHost
@@ -45,6 +45,10 @@ ROUTER_TYPE = _TYPE + "extensions.filters.http.router.v3.Router"
 TLS_INSPECTOR_TYPE = _TYPE + "extensions.filters.listener.tls_inspector.v3.TlsInspector"
 DOWNSTREAM_TLS_TYPE = _TYPE + "extensions.transport_sockets.tls.v3.DownstreamTlsContext"
 HTTP, HTTPS = "http", "https"
+# 301 MOVED_PERMANENTLY, like the permanent redirect of traefik.redirect-https.
+REDIRECT_HTTPS: dict[str, Any] = {"redirect": {"https_redirect": True}}
+# HTTPS offers HTTP/2 and HTTP/1.1 by ALPN (the connection manager's AUTO codec then speaks what was chosen).
+ALPN = ["h2", "http/1.1"]
 NOT_FOUND: dict[str, Any] = {"direct_response": {"status": 404}}
 
 
@@ -101,6 +105,7 @@ class EnvoyRenderer:
         "xds-dir": "",
         "validate-binary": "",
         "drain-time-s": "600",
+        "redirect-https": "false",
     }
 
     bootstrap_options: ClassVar[Mapping[str, tuple[str, str]]] = {
@@ -122,6 +127,7 @@ class EnvoyRenderer:
         if not self.xds_dir.startswith("/"):
             raise ConfigError("envoy.xds-dir must be an absolute path (the output folder as Envoy sees it)")
         self.validate_binary = merged["validate-binary"]
+        self.redirect_https = parse_bool(self.name, "redirect-https", merged["redirect-https"])
         drain = merged["drain-time-s"]
         if not drain.isdigit():
             raise ConfigError(f"renderer option envoy.drain-time-s={drain!r} must be a whole number of seconds")
@@ -248,11 +254,19 @@ class EnvoyRenderer:
         )
         any_host = next((v for v in vhosts if v.is_any_host), None)
         any_host_routes = [self._route(r) for r in any_host.routes] if any_host else []
-        envoy_vhosts = []
+        envoy_vhosts: list[dict[str, Any]] = []
         for vhost in vhosts:
             if vhost.is_any_host:
                 continue
             guard = single_label_guard(vhost)
+            if name == HTTP and vhost.tls_cert and self.redirect_https:
+                # Like traefik.redirect-https: a host with a certificate answers plain HTTP with 301 to https,
+                # path and query kept; only its own single label (a deeper name is some other host's).
+                match: dict[str, Any] = {"prefix": "/", "headers": guard} if guard else {"prefix": "/"}
+                redirect = {"match": match, **REDIRECT_HTTPS}
+                routes = [redirect, *any_host_routes, catch_all] if guard else [redirect]
+                envoy_vhosts.append({"name": vhost.hostname, "domains": [vhost.hostname], "routes": routes})
+                continue
             routes = [self._route(r, guard) for r in vhost.routes]
             if guard:
                 # The host matched: its unmatched paths go to the default (or 404)...
@@ -284,6 +298,8 @@ class EnvoyRenderer:
             "strip_trailing_host_dot": True,
             # The edge of the cluster: the client's own address goes to X-Forwarded-For.
             "use_remote_address": True,
+            # WebSockets on every route, as Traefik (and ingress-nginx) do without being asked.
+            "upgrade_configs": [{"upgrade_type": "websocket"}],
             "rds": {
                 "route_config_name": route_config,
                 "config_source": self._config_source(f"rds/{route_config}.json"),
@@ -325,7 +341,8 @@ class EnvoyRenderer:
 
     def _tls_socket(self, cert: TLSCert) -> dict[str, Any]:
         sds = {"name": cert.name, "sds_config": self._config_source(f"sds/{file_name(cert.name)}.json")}
-        context = {"@type": DOWNSTREAM_TLS_TYPE, "common_tls_context": {"tls_certificate_sds_secret_configs": [sds]}}
+        common = {"tls_certificate_sds_secret_configs": [sds], "alpn_protocols": ALPN}
+        context = {"@type": DOWNSTREAM_TLS_TYPE, "common_tls_context": common}
         return {"name": "envoy.transport_sockets.tls", "typed_config": context}
 
 
