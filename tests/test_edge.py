@@ -34,10 +34,18 @@ from syncer.output.writer import FileWriter
 from syncer.render.contract import secret_files_of
 from tests.envoy_proxy import EnvoyProcess
 from tests.proxies import LOOPBACK, TraefikProcess, find_traefik, free_port
+from tests.proxies import _SNIAdapter as SNIAdapter
 
 WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # RFC 6455 section 1.3
 PLAIN_HOST, TLS_HOST, WILDCARD = "plain.edge.test", "tls.edge.test", "*.w.edge.test"
 TIMEOUT = 10.0
+FORWARDED = ("x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "x-real-ip")
+SPOOFED = {
+    "X-Forwarded-For": "6.6.6.6",
+    "X-Real-IP": "6.6.6.6",
+    "X-Forwarded-Proto": "https",
+    "X-Forwarded-Host": "evil.test",
+}
 
 
 # --- the backend -------------------------------------------------------------------------------------------
@@ -50,7 +58,10 @@ class _BackendHandler(BaseHTTPRequestHandler):
         if self.headers.get("Upgrade", "").lower() == "websocket":
             self._websocket()
             return
-        body = json.dumps({"backend": "edge", "path": self.path, "host": self.headers.get("Host")}).encode()
+        forwarded = {name.lower(): value for name, value in self.headers.items() if name.lower() in FORWARDED}
+        body = json.dumps(
+            {"backend": "edge", "path": self.path, "host": self.headers.get("Host"), **forwarded}
+        ).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
@@ -282,3 +293,29 @@ def test_the_edge_model_is_what_both_proxies_were_given(tmp_path: Path, ca: trus
     envoy = EnvoyRenderer({"redirect-https": "true"}, output_dir=str(tmp_path)).render(model)
     assert b'"https_redirect":true' in envoy["rds/http.json"] and b"alpn_protocols" in envoy["lds.json"]
     assert b"upgrade_configs" in envoy["lds.json"]
+
+
+@pytest.mark.parametrize(("host", "tls"), [(PLAIN_HOST, False), (TLS_HOST, True)])
+def test_forwarded_headers_come_from_the_connection_not_the_client(edge: Edge, host: str, tls: bool) -> None:
+    """A client that claims another address, scheme and host: the backend still learns the real ones.
+
+    X-Forwarded-For keeps what the client sent (both proxies append to it, as every proxy does) but never ends
+    with it. Envoy appends its own node address, not the peer's, when the peer is on loopback (as every client of
+    this test is); a real client's own address is appended.
+    """
+    scheme = "https" if tls else "http"
+    with requests.Session() as session, edge.ca.cert_pem.tempfile() as ca_file:
+        session.trust_env = False
+        if tls:
+            session.mount("https://", SNIAdapter(host, check_hostname=True))
+        port = edge.https_port if tls else edge.http_port
+        response = session.get(
+            f"{scheme}://{LOOPBACK}:{port}/who",
+            headers={"Host": host, **SPOOFED},
+            verify=ca_file,
+            allow_redirects=False,
+            timeout=TIMEOUT,
+        )
+    seen = response.json()
+    assert (seen["x-real-ip"], seen["x-forwarded-proto"], seen["x-forwarded-host"]) == (LOOPBACK, scheme, host), seen
+    assert seen["x-forwarded-for"].replace(" ", "").split(",")[-1] != "6.6.6.6", seen

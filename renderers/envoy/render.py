@@ -47,6 +47,15 @@ DOWNSTREAM_TLS_TYPE = _TYPE + "extensions.transport_sockets.tls.v3.DownstreamTls
 HTTP, HTTPS = "http", "https"
 # 301 MOVED_PERMANENTLY, like the permanent redirect of traefik.redirect-https.
 REDIRECT_HTTPS: dict[str, Any] = {"redirect": {"https_redirect": True}}
+# What a backend learns of the client comes from the connection, never from the client's own headers (Traefik does
+# the same): X-Real-IP is the client address Envoy determined, X-Forwarded-Host the request's host.
+FORWARDED_HEADERS: list[dict[str, Any]] = [
+    {"header": {"key": key, "value": value}, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}
+    for key, value in (
+        ("x-real-ip", "%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%"),
+        ("x-forwarded-host", "%REQ(:AUTHORITY)%"),
+    )
+]
 # HTTPS offers HTTP/2 and HTTP/1.1 by ALPN (the connection manager's AUTO codec then speaks what was chosen).
 ALPN = ["h2", "http/1.1"]
 NOT_FOUND: dict[str, Any] = {"direct_response": {"status": 404}}
@@ -276,7 +285,12 @@ class EnvoyRenderer:
             routes.append(catch_all)
             envoy_vhosts.append({"name": vhost.hostname, "domains": [vhost.hostname], "routes": routes})
         envoy_vhosts.append({"name": "*", "domains": ["*"], "routes": [*any_host_routes, catch_all]})
-        return {"@type": ROUTE_TYPE, "name": name, "virtual_hosts": envoy_vhosts}
+        return {
+            "@type": ROUTE_TYPE,
+            "name": name,
+            "virtual_hosts": envoy_vhosts,
+            "request_headers_to_add": FORWARDED_HEADERS,
+        }
 
     @staticmethod
     def _route(route: Route, guard: list[dict[str, Any]] | None = None) -> dict[str, Any]:
