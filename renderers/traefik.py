@@ -27,6 +27,11 @@ from syncer.model import PathMatch, Route, RoutingModel, VirtualHost
 
 CONFIG_FILE = "ingress-syncer.yaml"
 GENERATION_ROUTER = "zz-generation"
+# Upstream timeouts shared with the Envoy renderer (README "Edge behaviour"): 5 s to connect (Envoy's
+# connect_timeout, ingress-nginx's proxy-connect-timeout), 60 s for the response to begin (ingress-nginx's
+# proxy-read-timeout); no total timeout, so streams and WebSockets run as long as they carry data.
+SERVERS_TRANSPORT = "ingress-syncer"
+FORWARDING_TIMEOUTS = {"dialTimeout": "5s", "responseHeaderTimeout": "60s"}
 
 # Priority tiers: any exact-host router outranks any wildcard one, which outranks any host-less one;
 # the default backend (priority 1) comes last. Traefik's own default (rule length) and its random
@@ -136,6 +141,7 @@ class TraefikRenderer:
                 )
         http: dict[str, Any] = {"routers": routers}
         if services:
+            http["serversTransports"] = {SERVERS_TRANSPORT: {"forwardingTimeouts": FORWARDING_TIMEOUTS}}
             # Traefik rejects the whole file for an empty `services:` ("cannot be a standalone element") and
             # keeps the previous routes live: a cluster with no backends left must still reach it.
             http["services"] = services
@@ -217,7 +223,7 @@ class TraefikRenderer:
         # An empty server list makes Traefik answer 503; a missing service would disable the router and
         # let the request fall through to a less specific one.
         servers = [{"url": f"http://{_host_port(e.address, e.port)}"} for e in endpoints]
-        return {"loadBalancer": {"servers": servers}}
+        return {"loadBalancer": {"servers": servers, "serversTransport": SERVERS_TRANSPORT}}
 
     @staticmethod
     def _dump(config: dict[str, Any]) -> bytes:

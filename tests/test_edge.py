@@ -17,7 +17,9 @@ import socket
 import ssl
 import struct
 import threading
+import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -58,6 +60,8 @@ class _BackendHandler(BaseHTTPRequestHandler):
         if self.headers.get("Upgrade", "").lower() == "websocket":
             self._websocket()
             return
+        if self.path.startswith("/slow/"):
+            time.sleep(float(self.path.removeprefix("/slow/")))  # a backend that thinks before it answers
         forwarded = {name.lower(): value for name, value in self.headers.items() if name.lower() in FORWARDED}
         body = json.dumps(
             {"backend": "edge", "path": self.path, "host": self.headers.get("Host"), **forwarded}
@@ -319,3 +323,24 @@ def test_forwarded_headers_come_from_the_connection_not_the_client(edge: Edge, h
     seen = response.json()
     assert (seen["x-real-ip"], seen["x-forwarded-proto"], seen["x-forwarded-host"]) == (LOOPBACK, scheme, host), seen
     assert seen["x-forwarded-for"].replace(" ", "").split(",")[-1] != "6.6.6.6", seen
+
+
+SLOW_BACKEND_SECONDS = 20.0  # beyond Envoy's 15 s default route timeout, within the 60 s both renderers set
+
+
+def test_a_slow_backend_is_waited_for(traefik_edge: Edge, envoy_edge: Edge) -> None:
+    """A backend that answers after 20 s gets its answer through: both proxies at once, so the test costs 20 s."""
+
+    def slow(edge: Edge) -> tuple[int, str]:
+        with requests.Session() as session:
+            session.trust_env = False
+            response = session.get(
+                f"http://{LOOPBACK}:{edge.http_port}/slow/{SLOW_BACKEND_SECONDS}",
+                headers={"Host": PLAIN_HOST},
+                timeout=SLOW_BACKEND_SECONDS + 30,
+            )
+        return response.status_code, response.text
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        replies = dict(zip(("traefik", "envoy"), pool.map(slow, (traefik_edge, envoy_edge)), strict=True))
+    assert {name: status for name, (status, _) in replies.items()} == {"traefik": 200, "envoy": 200}, replies

@@ -56,6 +56,7 @@ FORWARDED_HEADERS: list[dict[str, Any]] = [
         ("x-forwarded-host", "%REQ(:AUTHORITY)%"),
     )
 ]
+UPSTREAM_IDLE_TIMEOUT = "60s"
 # HTTPS offers HTTP/2 and HTTP/1.1 by ALPN (the connection manager's AUTO codec then speaks what was chosen).
 ALPN = ["h2", "http/1.1"]
 NOT_FOUND: dict[str, Any] = {"direct_response": {"status": 404}}
@@ -88,6 +89,13 @@ def route_match(route: Route) -> dict[str, Any]:
         return {"prefix": "/"}
     # Element-wise prefix: /foo matches /foo, /foo/, /foo/bar, never /foobar.
     return {"path_separated_prefix": route.path}
+
+
+def forward_to(cluster: str) -> dict[str, Any]:
+    """A route action with the upstream timeouts both renderers share (README "Edge behaviour"): no total timeout
+    (Envoy's 15 s default cut slow responses, streams and WebSockets), but 60 s without a byte either way ends the
+    stream, as ingress-nginx's proxy-read-timeout default."""
+    return {"cluster": cluster, "timeout": "0s", "idle_timeout": UPSTREAM_IDLE_TIMEOUT}
 
 
 def single_label_guard(vhost: VirtualHost) -> list[dict[str, Any]]:
@@ -257,7 +265,7 @@ class EnvoyRenderer:
 
     def _route_configuration(self, name: str, model: RoutingModel, vhosts: tuple[VirtualHost, ...]) -> dict[str, Any]:
         catch_all = (
-            {"match": {"prefix": "/"}, "route": {"cluster": model.default_backend}}
+            {"match": {"prefix": "/"}, "route": forward_to(model.default_backend)}
             if model.default_backend
             else {"match": {"prefix": "/"}, **NOT_FOUND}
         )
@@ -297,7 +305,7 @@ class EnvoyRenderer:
         match = route_match(route)
         if guard:
             match["headers"] = guard
-        return {"name": route.name, "match": match, "route": {"cluster": route.backend}}
+        return {"name": route.name, "match": match, "route": forward_to(route.backend)}
 
     def _hcm(self, route_config: str) -> dict[str, Any]:
         config = {
