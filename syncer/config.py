@@ -40,6 +40,7 @@ class Config:
     leader_elect_retry_period: float = RETRY_PERIOD
     interval: float = 10.0
     cycle_timeout: float = DEFAULT_CYCLE_TIMEOUT
+    secret_file_group: int | None = None  # a group id; resolved from a name by the command line
     log_level: str = "info"
     log_format: str = "text"
 
@@ -48,6 +49,8 @@ class Config:
             raise ConfigError("--output-dir is required (or SYNCER_OUTPUT_DIR)")
         if self.interval <= 0:
             raise ConfigError(f"--interval must be positive, not {self.interval}")
+        if self.secret_file_group is not None and self.secret_file_group < 0:
+            raise ConfigError(f"--secret-file-group must be a group id or name, not {self.secret_file_group}")
         if not self.cycle_timeout > 0:  # also NaN
             raise ConfigError(f"--cycle-timeout must be positive, not {self.cycle_timeout}")
         if self.log_level not in LOG_LEVELS:

@@ -286,3 +286,20 @@ def test_records_carried_through_manifest_only_updates_are_checked_again(tmp_pat
     assert not writer.intact()
     assert writer.write({"a.json": b"12345\n", "c.json": b"{}"}).written == ("a.json", "c.json")
     assert (tmp_path / "a.json").read_bytes() == b"12345\n" and writer.intact()
+
+
+def test_a_secret_file_group_may_read_the_keys_and_their_folder(tmp_path: Path) -> None:
+    group = 101 if os.geteuid() == 0 and os.getegid() != 101 else os.getegid()
+    files = {"certs/a.key": KEY_PEM, "certs/a.crt": b"-----BEGIN CERTIFICATE-----\n", "main.yaml": b"x: 1\n"}
+    secret = lambda name: name.endswith(".key")  # noqa: E731
+    FileWriter(tmp_path, secret_group=group).write(files, secret=secret)
+    key, folder = tmp_path / "certs/a.key", tmp_path / "certs"
+    assert (mode_of(key), key.stat().st_gid) == (0o640, group)
+    assert (mode_of(folder), folder.stat().st_gid) == (0o750, group)
+    assert mode_of(tmp_path / "main.yaml") == 0o644
+    if os.geteuid() == 0:  # a key handed to another group by hand is handed back by the next write
+        os.chown(key, -1, 0)
+        assert FileWriter(tmp_path, secret_group=group).write(files, secret=secret).written == ("certs/a.key",)
+        assert key.stat().st_gid == group
+    FileWriter(tmp_path).write(files, secret=secret)
+    assert (mode_of(key), mode_of(folder)) == (0o600, 0o700)

@@ -187,6 +187,13 @@ def shared_options(command: Callable[..., Any]) -> Callable[..., Any]:
             **env("CYCLE_TIMEOUT"),
         ),
         click.option(
+            "--secret-file-group",
+            metavar="GID",
+            help="Give files holding private keys to this group (id or name), readable by it (0640, folders 0750): "
+            "for a proxy running as another user (default: owner only, 0600 and 0700).",
+            **env("SECRET_FILE_GROUP"),
+        ),
+        click.option(
             "--dry-run",
             is_flag=True,
             help="Print a unified diff of what would change; write nothing.",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import grp
 import logging
 import os
 import sys
@@ -60,6 +61,7 @@ def build_config(options: dict[str, Any]) -> Config:
             leader_elect_retry_period=float(options.get("leader_elect_retry_period", RETRY_PERIOD)),
             interval=float(options.get("interval") or 10.0),
             cycle_timeout=float(options.get("cycle_timeout", DEFAULT_CYCLE_TIMEOUT)),
+            secret_file_group=secret_file_group(options.get("secret_file_group")),
             log_level=options["log_level"],
             log_format=options["log_format"],
         )
@@ -85,7 +87,7 @@ def build_syncer(config: Config) -> Syncer:
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from exc
     publisher = StatusPublisher(client, target) if (target is not None and client is not None) else None
-    writer = FileWriter(output_dir)
+    writer = FileWriter(output_dir, secret_group=config.secret_file_group)
     try:
         writer.check()
     except SyncerError as exc:
@@ -118,6 +120,7 @@ def build_syncer(config: Config) -> Syncer:
                 "renderer_options": config.renderer_options.get(config.renderer, {}),
                 "output_dir": output_dir,
                 "translate": dataclasses.asdict(options),
+                "secret_file_group": config.secret_file_group,
             },
             renderer,
         ),
@@ -166,3 +169,18 @@ def _source(config: Config, metrics: Metrics) -> tuple[Source, KubeClient | None
     cluster = load_cluster_config(config.kubeconfig, config.context)
     client = KubeClient(cluster, on_response=metrics.count_api_request)
     return ApiSource(client, config.namespaces, server=cluster.server), client
+
+
+def secret_file_group(value: str | None) -> int | None:
+    """`--secret-file-group`: a group id or name, one this process may give files to (a member, or root)."""
+    if value is None or value == "":
+        return None
+    try:
+        gid = int(value) if value.isdigit() else grp.getgrnam(value).gr_gid
+    except KeyError:
+        raise ConfigError(f"--secret-file-group {value!r}: no such group") from None
+    if os.geteuid() != 0 and gid not in {os.getegid(), *os.getgroups()}:
+        raise ConfigError(
+            f"--secret-file-group {value}: this user is not a member of group {gid}, so it cannot give files to it"
+        )
+    return gid

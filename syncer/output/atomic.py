@@ -15,12 +15,14 @@ from typing import cast
 TEMP_SUFFIX = ".tmp"  # neither Traefik (*.yaml, *.yml, *.toml) nor Envoy (watched names only) loads these
 
 
-def atomic_write(target: Path, content: bytes, mode: int, staging_dir: Path | None = None) -> None:
+def atomic_write(
+    target: Path, content: bytes, mode: int, staging_dir: Path | None = None, group: int | None = None
+) -> None:
     """Temp file on the target's filesystem (a name no proxy loads), fsync, rename, fsync the folder.
 
     A reader sees the old bytes or the new bytes, never a mix; after a crash the target is whole.
     """
-    temp = stage_file(target, content, mode, staging_dir)
+    temp = stage_file(target, content, mode, staging_dir, group=group)
     try:
         os.replace(temp, target)
     except BaseException:
@@ -29,9 +31,11 @@ def atomic_write(target: Path, content: bytes, mode: int, staging_dir: Path | No
     fsync_dir(target.parent)
 
 
-def stage_file(target: Path, content: bytes, mode: int, staging_dir: Path | None, fsync: bool = True) -> Path:
-    """`content` in a new temp file beside `target` (or in `staging_dir`), with `mode`, fsynced (unless the caller
-    flushes the whole batch with `sync_filesystem`): ready to rename."""
+def stage_file(
+    target: Path, content: bytes, mode: int, staging_dir: Path | None, fsync: bool = True, group: int | None = None
+) -> Path:
+    """`content` in a new temp file beside `target` (or in `staging_dir`), with `mode` (and `group`), fsynced (unless
+    the caller flushes the whole batch with `sync_filesystem`): ready to rename."""
     temp = (staging_dir or target.parent) / f".{target.name}.{secrets.token_hex(4)}{TEMP_SUFFIX}"
     fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     try:
@@ -39,6 +43,8 @@ def stage_file(target: Path, content: bytes, mode: int, staging_dir: Path | None
             view = memoryview(content)
             while view:
                 view = view[os.write(fd, view) :]
+            if group is not None:
+                os.fchown(fd, -1, group)  # before the chmod: a chown may clear mode bits
             os.fchmod(fd, mode)  # O_CREAT's mode is masked by the umask
             if fsync:
                 os.fsync(fd)

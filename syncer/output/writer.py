@@ -55,6 +55,7 @@ class WriteResult:
 
 
 SECRET_MODE = 0o600  # a file the renderer declares secret (a private key): the owner only, in a 0700 folder
+GROUP_SECRET_MODE = 0o640  # with a secret file group (--secret-file-group): that group may read, in a 0750 folder
 PLAIN_MODE = 0o644
 
 
@@ -79,9 +80,17 @@ class FileWriter:
     """
 
     def __init__(
-        self, output_dir: str | Path, staging_dir: str | Path | None = None, clock: Callable[[], float] = time.time
+        self,
+        output_dir: str | Path,
+        staging_dir: str | Path | None = None,
+        clock: Callable[[], float] = time.time,
+        secret_group: int | None = None,
     ) -> None:
+        """`secret_group`: a group id that may read the secret files (a proxy running as another user, e.g. the
+        official Envoy image's uid 101 with that group): keys 0640 and their folders 0750, owned by that group."""
         self.output_dir = Path(output_dir)
+        self.secret_group = secret_group
+        self.secret_mode = SECRET_MODE if secret_group is None else GROUP_SECRET_MODE
         self._clock = clock
         self._staging_dir = Path(staging_dir) if staging_dir is not None else None
         self._staging_chosen = staging_dir is not None
@@ -168,7 +177,7 @@ class FileWriter:
         old_meta = dict(data["meta"]) if isinstance(data.get("meta"), dict) else {}
         new_meta = dict(meta) if meta is not None else old_meta
         digests = {name: content_digest(content) for name, content in files.items()}
-        modes = {name: SECRET_MODE if secret(name) else PLAIN_MODE for name in files}
+        modes = {name: self.secret_mode if secret(name) else PLAIN_MODE for name in files}
         now = self._clock()
         stale = {name: pending.get(name, now) for name in set(live) | set(pending) if name not in files}
         delay = prune_delay if callable(prune_delay) else (lambda name: float(prune_delay))
@@ -238,7 +247,10 @@ class FileWriter:
         except FileNotFoundError:
             return None
         record = [*stat_key(current), digest]
-        if current.st_size != len(content) or record[1] != mode:
+        group_differs = (
+            mode == self.secret_mode and self.secret_group is not None and current.st_gid != self.secret_group
+        )
+        if current.st_size != len(content) or record[1] != mode or group_differs:
             return None
         if records.get(name) == record:
             return record
@@ -262,9 +274,10 @@ class FileWriter:
             ensured: set[tuple[Path, int]] = set()
             for target, content, mode in batch:
                 if (target.parent, mode) not in ensured:  # once per folder: 10,000 files share a handful
-                    self._ensure_folder(target.parent, private=mode == SECRET_MODE)
+                    self._ensure_folder(target.parent, private=mode == self.secret_mode)
                     ensured.add((target.parent, mode))
-                temp = stage_file(target, content, mode, self.staging_dir, fsync=not flush_once)
+                group = self.secret_group if mode == self.secret_mode else None
+                temp = stage_file(target, content, mode, self.staging_dir, fsync=not flush_once, group=group)
                 staged.append((temp, target, content, mode))
             if flush_once and staged:
                 sync_filesystem(staged[0][0].parent)
@@ -294,13 +307,20 @@ class FileWriter:
                  self.staging_dir)  # fmt: skip
         self._staging_dir, self._staging_chosen = None, True
         for _, later_target, content, mode in rest:
-            atomic_write(later_target, content, mode, None)
+            atomic_write(later_target, content, mode, None, self.secret_group if mode == self.secret_mode else None)
 
     def _ensure_folder(self, folder: Path, private: bool) -> None:
-        """Subfolders are ours: one that holds a private key is 0700. The output folder itself is the user's."""
-        folder.mkdir(parents=True, exist_ok=True, mode=0o700 if private else 0o755)
-        if private and folder != self.output_dir and (folder.stat().st_mode & 0o077):
-            folder.chmod(0o700)
+        """Subfolders are ours: one that holds a private key is 0700 (0750 and the secret file group's, with one).
+        The output folder itself is the user's."""
+        wanted = 0o700 if self.secret_group is None else 0o750
+        folder.mkdir(parents=True, exist_ok=True, mode=wanted if private else 0o755)
+        if not private or folder == self.output_dir:
+            return
+        current = folder.stat()
+        if self.secret_group is not None and current.st_gid != self.secret_group:
+            os.chown(folder, -1, self.secret_group)
+        if current.st_mode & 0o777 != wanted:
+            folder.chmod(wanted)
 
     def intact(self) -> bool:
         """Whether every file of the last write is still on disk exactly as written (by stat: size, mode,
