@@ -41,12 +41,13 @@ from tests.proxies import _SNIAdapter as SNIAdapter
 WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # RFC 6455 section 1.3
 PLAIN_HOST, TLS_HOST, WILDCARD = "plain.edge.test", "tls.edge.test", "*.w.edge.test"
 TIMEOUT = 10.0
-FORWARDED = ("x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "x-real-ip")
+FORWARDED = ("x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "x-forwarded-port", "x-real-ip")
 SPOOFED = {
     "X-Forwarded-For": "6.6.6.6",
     "X-Real-IP": "6.6.6.6",
     "X-Forwarded-Proto": "https",
     "X-Forwarded-Host": "evil.test",
+    "X-Forwarded-Port": "1",
 }
 
 
@@ -321,7 +322,8 @@ def test_forwarded_headers_come_from_the_connection_not_the_client(edge: Edge, h
             timeout=TIMEOUT,
         )
     seen = response.json()
-    assert (seen["x-real-ip"], seen["x-forwarded-proto"], seen["x-forwarded-host"]) == (LOOPBACK, scheme, host), seen
+    real = (seen["x-real-ip"], seen["x-forwarded-proto"], seen["x-forwarded-host"], seen["x-forwarded-port"])
+    assert real == (LOOPBACK, scheme, host, "443" if tls else "80"), seen
     assert seen["x-forwarded-for"].replace(" ", "").split(",")[-1] != "6.6.6.6", seen
 
 

@@ -91,6 +91,13 @@ def route_match(route: Route) -> dict[str, Any]:
     return {"path_separated_prefix": route.path}
 
 
+def forwarded_port(route_config: str) -> dict[str, Any]:
+    """X-Forwarded-Port: the scheme's public port, as Traefik sets it for a Host without a port (the listener's own
+    port is usually not the one clients used: a load balancer maps 80/443 to it)."""
+    port = "443" if route_config == HTTPS else "80"
+    return {"header": {"key": "x-forwarded-port", "value": port}, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}
+
+
 def forward_to(cluster: str) -> dict[str, Any]:
     """A route action with the upstream timeouts both renderers share (README "Edge behaviour"): no total timeout
     (Envoy's 15 s default cut slow responses, streams and WebSockets), but 60 s without a byte either way ends the
@@ -297,7 +304,7 @@ class EnvoyRenderer:
             "@type": ROUTE_TYPE,
             "name": name,
             "virtual_hosts": envoy_vhosts,
-            "request_headers_to_add": FORWARDED_HEADERS,
+            "request_headers_to_add": [*FORWARDED_HEADERS, forwarded_port(name)],
         }
 
     @staticmethod
