@@ -63,7 +63,7 @@ FORBIDDEN_IN_LOGS = (TEST_TOKEN, "PRIVATE KEY-----", "BEGIN CERTIFICATE", "Autho
 
 @pytest.fixture(autouse=True)
 def unfrozen_heap() -> Iterator[None]:
-    """A cycle freezes what it allocated (syncer.loop.collector_paused); `run` reclaims it once a minute. Tests run
+    """A cycle freezes what it allocated (syncer.run.heap.collector_paused); `run` reclaims it once a minute. Tests run
     thousands of short cycles in one process: each test gives its frozen objects back to the collector."""
     yield
     gc.unfreeze()

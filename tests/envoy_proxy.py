@@ -121,7 +121,7 @@ class EnvoyProcess(ProxyProcess):
     """Envoy started on `bootstrap_path`, its log and output in `work_dir`, admin API on 127.0.0.1:`admin_port`.
 
     With `xds_dir`, each start attempt writes `bootstrap_path` itself: the bootstrap `syncer bootstrap envoy`
-    gives for that folder (from `renderers.envoy_bootstrap.bootstrap_config`, or with `bootstrap_cli=True`
+    gives for that folder (from `renderers.envoy.bootstrap.bootstrap_config`, or with `bootstrap_cli=True`
     from the command itself in a subprocess), admin on a fresh loopback port unless `admin_port` is given.
     Without it the caller writes the bootstrap (admin on 127.0.0.1) and owns the ports.
 

@@ -3,7 +3,7 @@
 Both are brute force and independent of the translator's ordering: they scan every route or rule for every
 request, so a precedence mistake in the translator cannot hide behind the same mistake here. The semantics
 are the Kubernetes Ingress specification's, with the choices the specification leaves open made as
-README/translate.py document them:
+README/syncer/translate/ document them:
 - Host: a `:port` suffix is dropped and the name lower-cased. An exact host beats a single-label wildcard
   (`*.example.com` matches `a.example.com`, not `b.a.example.com` nor `example.com`), which beats the
   host-less rules. Once a request's host matched a host, host-less rules are not consulted.

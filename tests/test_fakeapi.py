@@ -1,4 +1,4 @@
-"""The fake API server itself, checked with the standard library's HTTP client so kube.py cannot hide its bugs."""
+"""The fake API server itself, checked with the standard library's HTTP client so syncer.kube cannot hide its bugs."""
 
 from __future__ import annotations
 

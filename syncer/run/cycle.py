@@ -70,7 +70,7 @@ class Syncer:
         self.guard = guard
         self.metrics = metrics
         self.elector = elector  # with one, only the leader writes Ingress status; every replica writes its files
-        # syncer.identity.run_identity of the code and settings; with one, a fresh process whose snapshot the
+        # syncer.output.identity.run_identity of the code and settings; with one, a fresh process whose snapshot the
         # files on disk were already written from leaves them alone (no translation, no rendering).
         self.identity = identity
         # What a cycle may wait in all: API requests, their retries and pauses, the output folder's lock. The status
